@@ -1,0 +1,157 @@
+//! Config parsing and checking.
+
+use super::*;
+
+const GOOD: &str = r#"
+[server]
+listen = "127.0.0.1:0"
+region = "eu-west-1"
+
+[[keystore]]
+name = "payments"
+uri_prefix = "/payments/xks"
+keys = ["foo", "bar"]
+[[keystore.credential]]
+access_key_id = "BETWEEN2TENAND3TENCHARACTERS"
+secret = "PleaseReplaceThisWithSomeSecretOfLength43To64"
+[[keystore.credential]]
+access_key_id = "SECONDCREDENTIALFORROTATION"
+secret = "AnotherSecretThatIsLongEnoughToBeValid1234567"
+
+[[keystore]]
+name = "root"
+uri_prefix = ""
+region = "us-east-1"
+keys = ["k"]
+[[keystore.credential]]
+access_key_id = "BETWEEN2TENAND3TENCHARACTERS"
+secret = "PleaseReplaceThisWithSomeSecretOfLength43To64"
+"#;
+
+fn parse(text: &str) -> Result<Config, ConfigError> {
+    Config::parse(text, Path::new("/etc/keygate/keygate.toml"))
+}
+
+#[test]
+fn a_good_config_parses_into_checked_types() {
+    let c = parse(GOOD).unwrap();
+    assert_eq!(c.keystores.len(), 2);
+    assert_eq!(c.keystores[0].credentials.len(), 2);
+    assert_eq!(c.keystores[0].region, "eu-west-1");
+    assert_eq!(c.keystores[1].region, "us-east-1");
+    assert_eq!(c.keystores[1].uri_prefix, "");
+    assert!(
+        matches!(&c.backend.kind, BackendKind::Software { key_file } if key_file == Path::new("/etc/keygate/keys.json"))
+    );
+    assert!(c.limits.max_body >= (8192 + 16384) * 4 / 3);
+    assert!(!format!("{c:?}").contains("PleaseReplace"));
+}
+
+#[test]
+fn every_problem_is_reported_at_once() {
+    let bad = r#"
+[server]
+listen = "nonsense"
+region = "US EAST"
+[limits]
+max_plaintext_bytes = 100
+[[keystore]]
+name = "a b"
+uri_prefix = "no-slash"
+keys = ["bad/key"]
+[[keystore.credential]]
+access_key_id = "short"
+secret = "tinysecretvalue"
+[[keystore]]
+name = "x"
+uri_prefix = "/dup"
+[[keystore]]
+name = "y"
+uri_prefix = "/dup"
+"#;
+    let e = parse(bad).unwrap_err();
+    let text = e.to_string();
+    for needle in [
+        "server.listen",
+        "server.region",
+        "max_plaintext_bytes",
+        "name must be",
+        "must be empty or start with /",
+        "key id",
+        "access key id",
+        "secret must be",
+        "used twice",
+        "at least one [[keystore.credential]]",
+    ] {
+        assert!(text.contains(needle), "missing {needle:?} in:\n{text}");
+    }
+    assert!(
+        !text.contains("tinysecretvalue"),
+        "secrets must not be echoed: {text}"
+    );
+}
+
+#[test]
+fn unknown_fields_and_bad_toml_are_refused() {
+    assert!(
+        parse("[server]\nlisten_typo = 1")
+            .unwrap_err()
+            .to_string()
+            .contains("listen_typo")
+    );
+    assert!(parse("[[keystore]").is_err());
+}
+
+#[test]
+fn prefixes_follow_the_spec() {
+    for ok in ["", "/a", "/example/uri/path/prefix", "/a_b-c/D9"] {
+        assert!(check_prefix(ok).is_ok(), "{ok}");
+    }
+    let long = format!("/{}", "a".repeat(117));
+    for bad in [
+        "a",
+        "/",
+        "/a/",
+        "//a",
+        "/a//b",
+        "/a.b",
+        "/a%20",
+        "/p/kms/xks/v1",
+        long.as_str(),
+    ] {
+        assert!(check_prefix(bad).is_err(), "{bad}");
+    }
+}
+
+#[test]
+fn secrets_come_from_env_or_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret_path = dir.path().join("s");
+    std::fs::write(
+        &secret_path,
+        "PleaseReplaceThisWithSomeSecretOfLength43To64\n",
+    )
+    .unwrap();
+    let text = String::from(
+        "[[keystore]]\nname = \"a\"\nuri_prefix = \"\"\n[[keystore.credential]]\naccess_key_id = \"BETWEEN2TENAND3TENCHARACTERS\"\nsecret_file = \"s\"\n",
+    );
+    let c = Config::parse(&text, &dir.path().join("k.toml")).unwrap();
+    assert_eq!(c.keystores[0].credentials[0].1.expose().len(), 45);
+    let missing_env = text.replace(
+        "secret_file = \"s\"",
+        "secret_env = \"KEYGATE_TEST_SURELY_UNSET_VAR\"",
+    );
+    assert!(
+        Config::parse(&missing_env, &dir.path().join("k.toml"))
+            .unwrap_err()
+            .to_string()
+            .contains("is not set")
+    );
+    let both = text.replace("secret_file = \"s\"", "secret_file = \"s\"\nsecret = \"x\"");
+    assert!(
+        Config::parse(&both, &dir.path().join("k.toml"))
+            .unwrap_err()
+            .to_string()
+            .contains("exactly one")
+    );
+}

@@ -1,0 +1,127 @@
+//! `keygate serve --dev`: on first start, write an ordinary config with a generated key store
+//! and the conventional test keys into the data dir; later starts reuse it.
+
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use crate::credentials::{AccessKeyId, Secret};
+use crate::keys::software::SoftwareAdmin;
+use crate::keys::{KeyAdmin, KeyUsage};
+
+/// The keys a conformance run conventionally expects, with their usage.
+pub const DEV_KEYS: [(&str, KeyUsage); 4] = [
+    (
+        "foo",
+        KeyUsage {
+            encrypt: true,
+            decrypt: true,
+        },
+    ),
+    (
+        "encrypt_only_key",
+        KeyUsage {
+            encrypt: true,
+            decrypt: false,
+        },
+    ),
+    (
+        "decrypt_only_key",
+        KeyUsage {
+            encrypt: false,
+            decrypt: true,
+        },
+    ),
+    (
+        "impotent_key",
+        KeyUsage {
+            encrypt: false,
+            decrypt: false,
+        },
+    ),
+];
+pub const HEALTH_KEY: &str = "keygate-health";
+pub const CONFIG_NAME: &str = "keygate.toml";
+const SECRET_NAME: &str = "keystore.secret";
+
+/// Writes `dir/keygate.toml` (and its key file and secret) unless it exists. Returns its path.
+pub fn bootstrap(dir: &Path, listen: SocketAddr) -> Result<PathBuf, String> {
+    let config_path = dir.join(CONFIG_NAME);
+    if config_path.exists() {
+        return Ok(config_path);
+    }
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let mut admin = SoftwareAdmin::open(&dir.join("keys.json"))?;
+    for (id, usage) in DEV_KEYS {
+        admin.create(id, usage)?;
+    }
+    admin.create(HEALTH_KEY, KeyUsage::BOTH)?;
+    let rand_err = |e: getrandom::Error| format!("no randomness: {e}");
+    let access_key_id = AccessKeyId::generate().map_err(rand_err)?;
+    let secret = Secret::generate().map_err(rand_err)?;
+    write_private(&dir.join(SECRET_NAME), secret.expose())?;
+    let prefix = format!(
+        "/keygate-dev-{}",
+        access_key_id
+            .as_str()
+            .get(..8)
+            .unwrap_or("x")
+            .to_ascii_lowercase()
+    );
+    let text = dev_config(listen, &prefix, &access_key_id);
+    write_private(&config_path, &text)?;
+    Ok(config_path)
+}
+
+fn dev_config(listen: SocketAddr, prefix: &str, access_key_id: &AccessKeyId) -> String {
+    let keys: Vec<String> = DEV_KEYS.iter().map(|(id, _)| format!("{id:?}")).collect();
+    let mut t = String::new();
+    let _ = writeln!(
+        t,
+        "# keygate development configuration, written by `keygate serve --dev`."
+    );
+    let _ = writeln!(
+        t,
+        "# The keys are in keys.json and are NOT protected by an HSM.\n"
+    );
+    let _ = writeln!(
+        t,
+        "[server]\nlisten = \"{listen}\"\nregion = \"us-east-1\"\n"
+    );
+    let _ = writeln!(
+        t,
+        "[backend]\nkind = \"software\"\nhealth_key = \"{HEALTH_KEY}\"\n"
+    );
+    let _ = writeln!(t, "[backend.software]\nkey_file = \"keys.json\"\n");
+    let _ = writeln!(
+        t,
+        "[[keystore]]\nname = \"dev\"\nuri_prefix = \"{prefix}\"\nkeys = [{}]\n",
+        keys.join(", ")
+    );
+    let _ = writeln!(
+        t,
+        "[[keystore.credential]]\naccess_key_id = \"{access_key_id}\"\nsecret_file = \"{SECRET_NAME}\""
+    );
+    t
+}
+
+fn write_private(path: &Path, text: &str) -> Result<(), String> {
+    std::fs::write(path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .map_err(|e| format!("cannot chmod {}: {e}", path.display()))
+}
+
+/// The banner printed when a dev server starts: where it is, and a curl command to call it.
+pub fn banner(config_dir: &Path, addr: SocketAddr, prefix: &str, access_key_id: &str) -> String {
+    let secret_file = config_dir.join(SECRET_NAME);
+    let base = format!("http://{addr}{prefix}/kms/xks/v1");
+    format!(
+        "keygate dev server\n  endpoint:       http://{addr}\n  uri path:       {prefix}/kms/xks/v1\n  access key id:  {access_key_id}\n  secret:         in {secret}\n  keys:           foo, encrypt_only_key, decrypt_only_key, impotent_key (software, NOT HSM-protected)\n\nTry it:\n  curl -s --aws-sigv4 \"aws:amz:us-east-1:kms-xks-proxy\" \\\n    --user \"{access_key_id}:$(cat {secret})\" \\\n    -H \"Content-Type: application/json\" \\\n    -d '{{\"requestMetadata\":{{\"awsPrincipalArn\":\"arn:aws:iam::111122223333:user/alice\",\"kmsKeyArn\":\"arn:aws:kms:us-east-1:111122223333:key/dev\",\"kmsOperation\":\"Encrypt\",\"kmsRequestId\":\"dev-1\"}},\"plaintext\":\"SGVsbG8gV29ybGQh\",\"encryptionAlgorithm\":\"AES_GCM\"}}' \\\n    {base}/keys/foo/encrypt\n",
+        secret = secret_file.display(),
+    )
+}

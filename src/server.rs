@@ -1,0 +1,114 @@
+//! The XKS listener: `run(listener, app, shutdown)` accepts connections under a cap, serves
+//! HTTP/1.1 keep-alive on each in its own task, and drains in-flight requests on shutdown.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+
+use crate::app::App;
+use crate::router;
+
+pub mod timed_io;
+
+use timed_io::TimedIo;
+
+/// How long in-flight requests may take to finish after shutdown begins.
+pub const DRAIN_GRACE: Duration = Duration::from_secs(10);
+
+/// What the request path knows about the connection a request came on.
+#[derive(Debug, Clone)]
+pub struct ConnInfo {
+    pub peer: SocketAddr,
+    /// The mTLS client certificate's subject, when a certificate was presented.
+    pub client_subject: Option<String>,
+}
+
+/// Serves XKS requests on `listener` until `shutdown` completes, then drains.
+pub async fn run(listener: TcpListener, app: Arc<App>, shutdown: impl Future<Output = ()>) {
+    let permits = Arc::new(Semaphore::new(app.limits.max_connections));
+    let graceful = GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Usually EMFILE: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            tracing::warn!(%peer, limit = app.limits.max_connections, "connection refused: connection limit reached");
+            continue;
+        };
+        if let Err(e) = stream.set_nodelay(true) {
+            tracing::debug!(%peer, error = %e, "cannot set TCP_NODELAY");
+        }
+        let conn = ConnInfo {
+            peer,
+            client_subject: None,
+        };
+        let served = serve_connection(stream, conn, app.clone(), &graceful);
+        tokio::spawn(async move {
+            served.await;
+            drop(permit);
+        });
+    }
+    drop(listener);
+    tokio::select! {
+        () = graceful.shutdown() => tracing::info!("all connections drained"),
+        () = tokio::time::sleep(DRAIN_GRACE) => tracing::warn!(grace = ?DRAIN_GRACE, "connections still open after the grace period; closing"),
+    }
+}
+
+/// Serves one connection (plain TCP here; the TLS layer hands in its stream the same way).
+pub fn serve_connection<I>(
+    io: I,
+    conn: ConnInfo,
+    app: Arc<App>,
+    graceful: &GracefulShutdown,
+) -> impl Future<Output = ()> + Send + 'static
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let conn = Arc::new(conn);
+    let peer = conn.peer;
+    let (io, phase) = TimedIo::new(io, app.limits.header_read_timeout, app.limits.idle_timeout);
+    let service = service_fn(move |req| {
+        let (app, conn, phase) = (app.clone(), conn.clone(), phase.clone());
+        phase.begin_request();
+        async move {
+            let resp = router::handle(app, req, conn).await;
+            phase.end_request();
+            Ok::<_, Infallible>(resp)
+        }
+    });
+    // Deadlines come from TimedIo: hyper's own header timeout would also close idle
+    // keep-alive connections after a few seconds.
+    let connection = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(None)
+        .max_buf_size(64 * 1024)
+        .keep_alive(true)
+        .serve_connection(TokioIo::new(io), service);
+    let watched = graceful.watch(connection);
+    async move {
+        if let Err(e) = watched.await {
+            tracing::debug!(%peer, error = %e, "connection ended with an error");
+        }
+    }
+}

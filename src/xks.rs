@@ -1,0 +1,218 @@
+//! The four XKS operations, orchestration only: authenticate, parse, check the key store's
+//! key list, then run the operation with `envelope` building the AAD and CDIV and the key
+//! backend doing the cryptography.
+
+pub mod api;
+pub mod envelope;
+pub mod error;
+
+use std::time::SystemTime;
+
+use zeroize::Zeroizing;
+
+use crate::app::{App, Keystore};
+use crate::keys::{KeyError, KeyInfo, SealedRef};
+use crate::router::{Operation, Route};
+use crate::sigv4::{self, SignedRequest};
+use api::{RequestMetadata, b64};
+use envelope::{CiphertextMetadata, cdiv, frame_aad};
+use error::XksError;
+
+/// What the request log line needs to know about a request, filled in as it is learnt.
+#[derive(Debug, Default, Clone)]
+pub struct RequestFacts {
+    pub kms_request_id: Option<String>,
+    pub kms_operation: Option<String>,
+    pub access_key_id: Option<String>,
+}
+
+/// Runs one routed request whose body has been read. Returns the JSON response body.
+pub async fn handle(
+    app: &App,
+    route: &Route,
+    req: &SignedRequest<'_>,
+    facts: &mut RequestFacts,
+) -> Result<String, XksError> {
+    let ks = &route.keystore;
+    let credential =
+        sigv4::verify(req, &ks.credentials, &ks.region, SystemTime::now()).map_err(|e| {
+            tracing::debug!(keystore = %ks.name, reason = %e, "SigV4 verification failed");
+            XksError::AuthenticationFailed(e.public_message())
+        })?;
+    facts.access_key_id = Some(credential.access_key_id.to_string());
+    let limits = app.api_limits();
+    match route.operation {
+        Operation::Health => {
+            note(facts, api::parse_health(req.body))?;
+            let health = app.health.current().await;
+            to_json(&health)
+        }
+        Operation::Metadata => {
+            note(facts, api::parse_metadata(req.body))?;
+            let info = key_info(app, ks, route).await?;
+            to_json(&api::KeyMetadataResponse {
+                key_spec: info.key_spec,
+                key_usage: info.usage_names(),
+                key_status: if info.enabled { "ENABLED" } else { "DISABLED" },
+            })
+        }
+        Operation::Encrypt => {
+            let r = note(facts, api::parse_encrypt(req.body, limits))?;
+            let info = key_info(app, ks, route).await?;
+            encrypt(app, route.key_id(), &info, r).await
+        }
+        Operation::Decrypt => {
+            let r = note(facts, api::parse_decrypt(req.body, limits))?;
+            let info = key_info(app, ks, route).await?;
+            decrypt(app, route.key_id(), &info, r).await
+        }
+    }
+}
+
+/// Records the request ids for the log as soon as the body parsed.
+fn note<T: HasMetadata>(
+    facts: &mut RequestFacts,
+    parsed: Result<T, XksError>,
+) -> Result<T, XksError> {
+    if let Ok(p) = &parsed {
+        facts.kms_request_id = Some(p.metadata().kms_request_id.clone());
+        facts.kms_operation = Some(p.metadata().kms_operation.clone());
+    }
+    parsed
+}
+
+trait HasMetadata {
+    fn metadata(&self) -> &RequestMetadata;
+}
+
+impl HasMetadata for RequestMetadata {
+    fn metadata(&self) -> &RequestMetadata {
+        self
+    }
+}
+
+impl HasMetadata for api::EncryptRequest {
+    fn metadata(&self) -> &RequestMetadata {
+        &self.metadata
+    }
+}
+
+impl HasMetadata for api::DecryptRequest {
+    fn metadata(&self) -> &RequestMetadata {
+        &self.metadata
+    }
+}
+
+fn to_json<T: serde::Serialize>(value: &T) -> Result<String, XksError> {
+    serde_json::to_string(value)
+        .map_err(|e| XksError::Internal(format!("cannot encode response: {e}")))
+}
+
+/// The key must be listed for this key store and known to the backend.
+async fn key_info(app: &App, ks: &Keystore, route: &Route) -> Result<KeyInfo, XksError> {
+    let key_id = route.key_id();
+    if !ks.keys.contains(key_id) {
+        return Err(XksError::KeyNotFound(format!(
+            "key {key_id} is not in key store {}",
+            ks.name
+        )));
+    }
+    app.backend
+        .key_info(key_id)
+        .await
+        .map_err(|e| XksError::from_key(&e, key_id))
+}
+
+fn require(info: &KeyInfo, key_id: &str, op: crate::keys::KeyOp) -> Result<(), XksError> {
+    if !info.enabled {
+        return Err(XksError::from_key(&KeyError::Disabled, key_id));
+    }
+    let permitted = match op {
+        crate::keys::KeyOp::Encrypt => info.usage.encrypt,
+        crate::keys::KeyOp::Decrypt => info.usage.decrypt,
+    };
+    if permitted {
+        Ok(())
+    } else {
+        Err(XksError::from_key(&KeyError::UsageNotPermitted(op), key_id))
+    }
+}
+
+async fn encrypt(
+    app: &App,
+    key_id: &str,
+    info: &KeyInfo,
+    r: api::EncryptRequest,
+) -> Result<String, XksError> {
+    use crate::keys::KeyOp;
+    require(info, key_id, KeyOp::Encrypt)?;
+    if r.want_cdiv {
+        // The CDIV self-check decrypts; an encrypt-only key can't do that.
+        require(info, key_id, KeyOp::Decrypt)?;
+    }
+    let aad = r.aad.as_deref().unwrap_or_default();
+    let meta = CiphertextMetadata::new(info.current_version).encode();
+    let framed =
+        frame_aad(aad, &meta).map_err(|e| XksError::UnsupportedOperation(e.to_string()))?;
+    let sealed = app
+        .backend
+        .encrypt(key_id, info.current_version, &r.plaintext, &framed)
+        .await
+        .map_err(|e| XksError::from_key(&e, key_id))?;
+    let integrity = if r.want_cdiv {
+        // Spec order: compute the CDIV from the output first, then verify by decrypting.
+        let value = cdiv(aad, &meta, &sealed.iv, &sealed.ciphertext, &sealed.tag);
+        let sref = SealedRef {
+            iv: &sealed.iv,
+            ciphertext: &sealed.ciphertext,
+            tag: &sealed.tag,
+        };
+        let back = app
+            .backend
+            .decrypt(key_id, info.current_version, sref, &framed)
+            .await
+            .map_err(|e| XksError::from_key(&e, key_id))?;
+        if back.as_slice() != r.plaintext.as_slice() {
+            return Err(XksError::Internal("encryption self-check failed".into()));
+        }
+        Some(b64(&value))
+    } else {
+        None
+    };
+    to_json(&api::EncryptResponse {
+        authentication_tag: b64(&sealed.tag),
+        ciphertext: b64(&sealed.ciphertext),
+        ciphertext_data_integrity_value: integrity,
+        ciphertext_metadata: b64(&meta),
+        initialization_vector: b64(&sealed.iv),
+    })
+}
+
+async fn decrypt(
+    app: &App,
+    key_id: &str,
+    info: &KeyInfo,
+    r: api::DecryptRequest,
+) -> Result<String, XksError> {
+    require(info, key_id, crate::keys::KeyOp::Decrypt)?;
+    let meta_bytes = r.ciphertext_metadata.as_deref().unwrap_or_default();
+    let meta = CiphertextMetadata::decode(meta_bytes).ok_or_else(|| {
+        XksError::InvalidCiphertext(
+            "ciphertextMetadata is missing or was not issued by keygate".into(),
+        )
+    })?;
+    let framed = frame_aad(r.aad.as_deref().unwrap_or_default(), meta_bytes)
+        .map_err(|e| XksError::InvalidCiphertext(e.to_string()))?;
+    let sref = SealedRef {
+        iv: &r.iv,
+        ciphertext: &r.ciphertext,
+        tag: &r.tag,
+    };
+    let plaintext = app
+        .backend
+        .decrypt(key_id, meta.key_version, sref, &framed)
+        .await
+        .map_err(|e| XksError::from_key(&e, key_id))?;
+    let encoded = Zeroizing::new(b64(&plaintext));
+    to_json(&api::DecryptResponse { plaintext: encoded })
+}
