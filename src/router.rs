@@ -111,18 +111,26 @@ pub async fn handle(
     let started = Instant::now();
     let mut facts = RequestFacts::default();
     let route = route(&app.keystores(), req.uri().path());
+    if route.is_ok() && req.method() != Method::POST {
+        let response = method_not_allowed(req.method());
+        log_line(
+            route.as_ref().ok(),
+            &facts,
+            (405, "", "method not allowed"),
+            &conn,
+            started,
+        );
+        return response;
+    }
     let result = match &route {
         Err(e) => Err(e.clone()),
-        Ok(_) if req.method() != Method::POST => {
-            return method_not_allowed(req.method());
-        }
         Ok(r) => run(&app, r, req, &mut facts).await,
     };
-    let response = match &result {
-        Ok(body) => json_response(StatusCode::OK, body.clone()),
-        Err(e) => error_response(e),
+    let (response, status) = match &result {
+        Ok(body) => (json_response(StatusCode::OK, body.clone()), (200, "", "")),
+        Err(e) => (error_response(e), (e.status(), e.name(), e.message())),
     };
-    log_request(route.as_ref().ok(), &facts, &result, &conn, started);
+    log_line(route.as_ref().ok(), &facts, status, &conn, started);
     response
 }
 
@@ -210,18 +218,15 @@ fn method_not_allowed(method: &Method) -> Response<Full<Bytes>> {
     resp
 }
 
-fn log_request(
+/// The one log line every request gets: (status, errorName, errorMessage) plus what is known.
+fn log_line(
     route: Option<&Route>,
     facts: &RequestFacts,
-    result: &Result<String, XksError>,
+    (status, error_name, error_message): (u16, &str, &str),
     conn: &ConnInfo,
     started: Instant,
 ) {
     let latency_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
-    let (status, error_name, error_message) = match result {
-        Ok(_) => (200, "", ""),
-        Err(e) => (e.status(), e.name(), e.message()),
-    };
     tracing::info!(
         target: "keygate::request",
         kms_request_id = facts.kms_request_id.as_deref().unwrap_or(""),
@@ -232,7 +237,7 @@ fn log_request(
         access_key_id = facts.access_key_id.as_deref().unwrap_or(""),
         source_ip = %conn.peer.ip(),
         status,
-        outcome = if result.is_ok() { "ok" } else { "error" },
+        outcome = if status == 200 { "ok" } else { "error" },
         error_name,
         error_message,
         latency_us,
