@@ -232,7 +232,13 @@ async fn serve_config(config: Config, dev: bool) -> Result<(), String> {
             .first()
             .map(|c| c.0.to_string())
             .unwrap_or_default();
-        println!("{}", crate::dev::banner(dir, addr, &ks.uri_prefix, &ak));
+        // A closed stdout must not stop the server (println! would panic on EPIPE).
+        use std::io::Write as _;
+        let _ = writeln!(
+            std::io::stdout(),
+            "{}",
+            crate::dev::banner(dir, addr, &ks.uri_prefix, &ak)
+        );
     }
     app.health.refresh().await;
     let background = app.spawn_background();

@@ -227,6 +227,8 @@ fn start_dev(data_dir: &Path) -> (Server, String, BufReader<std::process::ChildS
         banner.push_str(&lines.next().expect("server exited").unwrap());
         banner.push('\n');
     }
+    // Dropping the pipe while the server still prints must not matter; keep reading it anyway.
+    std::thread::spawn(move || lines.for_each(drop));
     (Server(child), banner, stderr)
 }
 
@@ -240,8 +242,13 @@ fn dev_mode_serves_the_curl_command_it_prints_and_logs_each_request() {
         .args(["-c", curl])
         .output()
         .expect("bash and curl are needed");
-    let reply: serde_json::Value = serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|_| panic!("{}", String::from_utf8_lossy(&out.stdout)));
+    let reply: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|_| {
+        panic!(
+            "stdout {:?} stderr {:?}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
     assert_eq!(reply["ciphertext"].as_str().unwrap().len(), 16, "{reply}");
     drop(server);
     // One structured line per request, keyed by kmsRequestId, without the plaintext.
@@ -268,4 +275,47 @@ fn dev_mode_serves_the_curl_command_it_prints_and_logs_each_request() {
     };
     let (_again, banner2, _) = start_dev(&data);
     assert_eq!(id(&banner), id(&banner2));
+}
+
+/// Regression: the dev banner was written with println!, which panics when stdout is a closed
+/// pipe, killing the server and resetting its connections.
+#[test]
+fn regression_closed_stdout_does_not_stop_the_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let listen = format!("127.0.0.1:{port}");
+    let mut child = Command::new(BIN)
+        .args(["serve", "--dev", "--listen", &listen, "--data-dir"])
+        .arg(dir.path().join("dev"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let server = Server(child);
+    let started = Instant::now();
+    while std::net::TcpStream::connect(&listen).is_err() {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "server never listened"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let out = Command::new("curl")
+        .args(["-sS", "-o", "/dev/null", "-w", "%{http_code}", "-X", "POST"])
+        .arg(format!("http://{listen}/kms/xks/v1/health"))
+        .output()
+        .expect("curl is needed");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "404",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    drop(server);
 }
