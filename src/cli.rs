@@ -163,7 +163,7 @@ fn config_check(file: &Path) -> ExitCode {
 }
 
 fn serve(args: ServeArgs) -> ExitCode {
-    telemetry::init(args.log_format);
+    let _log_guard = telemetry::init(args.log_format);
     let path = match (&args.config, args.dev) {
         (Some(p), _) => p.clone(),
         (None, _) => {

@@ -1,6 +1,9 @@
 //! Logging: structured lines on stderr, JSON by default, filtered by `RUST_LOG` (default
 //! `info`). Request lines carry kmsRequestId, operation, key store, key and access key id.
+//! Lines are written by a background thread so a request never waits on a write(2); the
+//! queue blocks rather than drops when full, so no line is lost.
 
+use tracing_appender::non_blocking::{NonBlockingBuilder, WorkerGuard};
 use tracing_subscriber::EnvFilter;
 
 /// The log line format.
@@ -10,18 +13,24 @@ pub enum LogFormat {
     Text,
 }
 
-/// Installs the process's log subscriber. Calling it twice is harmless.
-pub fn init(format: LogFormat) {
+/// Installs the process's log subscriber. Keep the guard until exit: dropping it flushes
+/// the lines still queued. Calling it twice is harmless (the second call logs nowhere new).
+pub fn init(format: LogFormat) -> WorkerGuard {
+    let (writer, guard) = NonBlockingBuilder::default()
+        .lossy(false)
+        .thread_name("keygate-log")
+        .finish(std::io::stderr());
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(writer);
     let _ = match format {
         LogFormat::Json => builder
             .json()
             .flatten_event(true)
             .with_current_span(false)
             .try_init(),
-        LogFormat::Text => builder.try_init(),
+        LogFormat::Text => builder.with_ansi(false).try_init(),
     };
+    guard
 }

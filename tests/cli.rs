@@ -191,6 +191,28 @@ fn a_corrupt_or_exposed_key_file_refuses_to_start() {
 
 struct Server(Child);
 
+impl Server {
+    /// SIGTERM, then wait: a graceful stop flushes the log and exits 0.
+    fn terminate(mut self) -> i32 {
+        let pid = self.0.id().to_string();
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill is needed");
+        let started = Instant::now();
+        loop {
+            if let Some(status) = self.0.try_wait().unwrap() {
+                return status.code().unwrap_or(-1);
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(15),
+                "no exit after SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
 impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.0.kill();
@@ -250,7 +272,11 @@ fn dev_mode_serves_the_curl_command_it_prints_and_logs_each_request() {
         )
     });
     assert_eq!(reply["ciphertext"].as_str().unwrap().len(), 16, "{reply}");
-    drop(server);
+    assert_eq!(
+        server.terminate(),
+        0,
+        "SIGTERM must stop the server cleanly"
+    );
     // One structured line per request, keyed by kmsRequestId, without the plaintext.
     let log: Vec<String> = stderr.lines().map_while(Result::ok).collect();
     let request_lines: Vec<_> = log
