@@ -10,6 +10,9 @@ use crate::config::{BackendKind, Config, KeystoreSettings, LimitSettings};
 use crate::health::HealthMonitor;
 use crate::keys::KeyBackend;
 use crate::keys::software::SoftwareBackend;
+use crate::metrics::backend::MeteredBackend;
+use crate::metrics::{CredentialRecord, Metrics};
+use crate::shed::{InFlight, InFlightGuard, RateLimiter, Shed};
 use crate::sigv4::Credential;
 use crate::xks::api;
 
@@ -21,11 +24,22 @@ pub struct Keystore {
     pub region: String,
     pub keys: HashSet<String>,
     pub credentials: Vec<Credential>,
+    /// The key store's request-rate limit, when configured.
+    pub limiter: Option<Arc<RateLimiter>>,
 }
 
 impl Keystore {
-    fn from_settings(s: &KeystoreSettings) -> Self {
+    /// Builds a key store; a rate limiter with the same limit is carried over from
+    /// `previous` so a reload does not refill its bucket.
+    fn from_settings(s: &KeystoreSettings, previous: Option<&Keystore>) -> Self {
+        let limiter = s.rate_limit.map(|limit| {
+            previous
+                .and_then(|p| p.limiter.clone())
+                .filter(|l| l.limit() == limit)
+                .unwrap_or_else(|| Arc::new(RateLimiter::new(limit)))
+        });
         Keystore {
+            limiter,
             name: s.name.clone(),
             uri_prefix: s.uri_prefix.clone(),
             region: s.region.clone(),
@@ -47,10 +61,19 @@ pub struct Keystores {
 
 impl Keystores {
     pub fn from_config(config: &Config) -> Self {
+        Self::from_config_after(config, &Keystores::default())
+    }
+
+    /// The key stores of `config`, keeping rate-limiter state from `previous` by name.
+    pub fn from_config_after(config: &Config, previous: &Keystores) -> Self {
         let by_prefix = config
             .keystores
             .iter()
-            .map(|s| (s.uri_prefix.clone(), Arc::new(Keystore::from_settings(s))))
+            .map(|s| {
+                let prev = previous.iter().find(|p| p.name == s.name);
+                let ks = Keystore::from_settings(s, prev.map(|p| p.as_ref()));
+                (s.uri_prefix.clone(), Arc::new(ks))
+            })
             .collect();
         Keystores { by_prefix }
     }
@@ -72,7 +95,9 @@ pub struct App {
     /// Set when the backend is the software one, so its key file can be followed.
     software: Option<Arc<SoftwareBackend>>,
     pub health: HealthMonitor,
-    pub limits: LimitSettings,
+    limits: ArcSwap<LimitSettings>,
+    pub metrics: Arc<Metrics>,
+    in_flight: InFlight,
 }
 
 impl App {
@@ -84,6 +109,9 @@ impl App {
                 (b.clone(), Some(b))
             }
         };
+        let metrics = Arc::new(Metrics::new(backend.kind()));
+        metrics.set_credentials(&credential_records(config));
+        let backend: Arc<dyn KeyBackend> = Arc::new(MeteredBackend::new(backend, metrics.clone()));
         let health = HealthMonitor::new(
             backend.clone(),
             config.backend.health_key.clone(),
@@ -94,7 +122,9 @@ impl App {
             backend,
             software,
             health,
-            limits: config.limits,
+            limits: ArcSwap::from_pointee(config.limits),
+            in_flight: InFlight::new(metrics.in_flight()),
+            metrics,
         };
         Ok(app)
     }
@@ -104,12 +134,46 @@ impl App {
         self.keystores.load()
     }
 
+    /// The limits in force (a reload may change them).
+    pub fn limits(&self) -> LimitSettings {
+        **self.limits.load()
+    }
+
     /// Limits applied while decoding request bodies.
     pub fn api_limits(&self) -> api::Limits {
+        let limits = self.limits();
         api::Limits {
-            max_plaintext: self.limits.max_plaintext,
-            max_aad: self.limits.max_aad,
+            max_plaintext: limits.max_plaintext,
+            max_aad: limits.max_aad,
         }
+    }
+
+    /// Applies a reloaded configuration's key stores, credentials and limits at once.
+    /// Requests already routed keep the key store they started with.
+    pub fn apply(&self, config: &Config) {
+        let keystores = Keystores::from_config_after(config, &self.keystores());
+        self.keystores.store(Arc::new(keystores));
+        self.limits.store(Arc::new(config.limits));
+        self.metrics.set_credentials(&credential_records(config));
+    }
+
+    /// Admits a routed request, or says why it is shed: the global in-flight cap first,
+    /// then the key store's rate limit. Runs before SigV4 and before the backend.
+    pub fn admit(&self, keystore: &Keystore) -> Result<InFlightGuard, Shed> {
+        let cap = self.limits().max_in_flight;
+        let guard = self
+            .in_flight
+            .try_enter(cap)
+            .ok_or(Shed::InFlight { cap })?;
+        match &keystore.limiter {
+            Some(l) if !l.try_acquire() => Err(Shed::RateLimit { limit: l.limit() }),
+            _ => Ok(guard),
+        }
+    }
+
+    /// Work after the listener has drained and before the process exits (flushing logs).
+    pub async fn finish(&self) {
+        tracing::info!(in_flight = self.in_flight.current(), "keygate finishing");
     }
 
     /// Names of configured keys the backend does not have (warned about at start).
@@ -156,4 +220,19 @@ impl App {
             }
         }
     }
+}
+
+/// The configured credentials, for the credential-age metric.
+fn credential_records(config: &Config) -> Vec<CredentialRecord> {
+    config
+        .keystores
+        .iter()
+        .flat_map(|ks| {
+            ks.credentials.iter().map(|(id, _)| CredentialRecord {
+                keystore: ks.name.clone(),
+                access_key_id: id.to_string(),
+                created: ks.credential_created.get(id.as_str()).copied(),
+            })
+        })
+        .collect()
 }

@@ -196,7 +196,7 @@ fn serve(args: ServeArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(serve_config(config, args.dev)) {
+    match runtime.block_on(serve_config(config, args.dev, args.listen.is_some())) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %e, "keygate stopped");
@@ -206,7 +206,7 @@ fn serve(args: ServeArgs) -> ExitCode {
     }
 }
 
-async fn serve_config(config: Config, dev: bool) -> Result<(), String> {
+async fn serve_config(config: Config, dev: bool, listen_overridden: bool) -> Result<(), String> {
     for w in &config.warnings {
         tracing::warn!("{w}");
     }
@@ -220,6 +220,8 @@ async fn serve_config(config: Config, dev: bool) -> Result<(), String> {
     for (ks, key) in app.missing_keys().await {
         tracing::warn!(keystore = %ks, key_id = %key, "configured key is not in the key backend; requests for it get KeyNotFoundException");
     }
+    let reloader = crate::reload::Reloader::new(app.clone(), &config, listen_overridden);
+    let reloads = crate::reload::spawn(reloader, crate::reload::POLL_EVERY);
     let listener = tokio::net::TcpListener::bind(config.server.listen)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", config.server.listen))?;
@@ -242,8 +244,10 @@ async fn serve_config(config: Config, dev: bool) -> Result<(), String> {
     }
     app.health.refresh().await;
     let background = app.spawn_background();
-    crate::server::run(listener, app, shutdown_signal()).await;
+    crate::server::run(listener, app.clone(), shutdown_signal()).await;
     background.abort();
+    reloads.abort();
+    app.finish().await;
     tracing::info!("keygate stopped");
     Ok(())
 }

@@ -1,15 +1,16 @@
 //! Configuration: TOML parsed into checked types. Every problem is collected and reported at
 //! once; nothing here opens a port or touches a key.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use serde::Deserialize;
 
 use crate::credentials::{AccessKeyId, Secret};
 use crate::keys::valid_key_id;
+use crate::shed::RateLimit;
 
 /// The spec's minimum plaintext/ciphertext size a proxy must support.
 pub const SPEC_MIN_PLAINTEXT: usize = 4300;
@@ -62,6 +63,8 @@ struct RawLimits {
     body_read_timeout_ms: Option<u64>,
     idle_timeout_secs: Option<u64>,
     max_connections: Option<usize>,
+    max_in_flight: Option<usize>,
+    shutdown_grace_secs: Option<u64>,
 }
 
 #[derive(Deserialize, Default)]
@@ -88,6 +91,8 @@ struct RawKeystore {
     keys: Vec<String>,
     #[serde(default)]
     credential: Vec<RawCredential>,
+    rate_limit_rps: Option<u32>,
+    burst: Option<u32>,
 }
 
 #[derive(Deserialize)]
@@ -97,6 +102,8 @@ struct RawCredential {
     secret: Option<String>,
     secret_env: Option<String>,
     secret_file: Option<PathBuf>,
+    /// RFC 3339 creation time, reported as the credential's age.
+    created: Option<String>,
 }
 
 /// The checked configuration.
@@ -130,6 +137,10 @@ pub struct LimitSettings {
     /// How long an idle keep-alive connection is kept (above an NLB's 350 s).
     pub idle_timeout: Duration,
     pub max_connections: usize,
+    /// Requests admitted at once; more answer 429 ThrottlingException.
+    pub max_in_flight: usize,
+    /// How long in-flight requests may take to finish after shutdown begins.
+    pub shutdown_grace: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -153,6 +164,10 @@ pub struct KeystoreSettings {
     pub region: String,
     pub keys: BTreeSet<String>,
     pub credentials: Vec<(AccessKeyId, Secret)>,
+    /// Creation times given in the config (`created`), by access key id.
+    pub credential_created: HashMap<String, SystemTime>,
+    /// `rate_limit_rps` / `burst`: requests beyond it answer 429 ThrottlingException.
+    pub rate_limit: Option<RateLimit>,
 }
 
 /// Default body cap: Base64 of the largest plaintext and AAD, plus room for metadata.
@@ -282,6 +297,11 @@ impl Checker {
             self.problems
                 .push("limits.max_connections must be at least 1".into());
         }
+        let max_in_flight = raw.max_in_flight.unwrap_or(1024);
+        if max_in_flight == 0 {
+            self.problems
+                .push("limits.max_in_flight must be at least 1".into());
+        }
         LimitSettings {
             max_plaintext,
             max_aad,
@@ -290,6 +310,8 @@ impl Checker {
             body_read_timeout: ms(raw.body_read_timeout_ms, 5_000),
             idle_timeout: Duration::from_secs(raw.idle_timeout_secs.unwrap_or(400)),
             max_connections,
+            max_in_flight,
+            shutdown_grace: Duration::from_secs(raw.shutdown_grace_secs.unwrap_or(10)),
         }
     }
 
@@ -361,6 +383,8 @@ impl Checker {
                     "{what}: key id {k:?} must be 1-128 characters of A-Za-z0-9-._"
                 ));
             }
+            let rate_limit = self.rate_limit(&what, ks.rate_limit_rps, ks.burst);
+            let credential_created = self.created(&what, &ks.credential);
             let credentials = self.credentials(&what, ks.credential, base);
             out.push(KeystoreSettings {
                 name: ks.name,
@@ -368,6 +392,8 @@ impl Checker {
                 region,
                 keys: ks.keys.into_iter().collect(),
                 credentials,
+                credential_created,
+                rate_limit,
             });
         }
         out
@@ -399,6 +425,50 @@ impl Checker {
                 (Ok(id), Some(secret)) => out.push((id, secret)),
                 (Err(e), _) => self.problems.push(format!("{what}: {e}")),
                 (Ok(_), None) => {}
+            }
+        }
+        out
+    }
+
+    fn rate_limit(
+        &mut self,
+        what: &str,
+        rps: Option<u32>,
+        burst: Option<u32>,
+    ) -> Option<RateLimit> {
+        match (rps, burst) {
+            (None, None) => None,
+            (None, Some(_)) => {
+                self.problems
+                    .push(format!("{what}: burst needs rate_limit_rps"));
+                None
+            }
+            (Some(0), _) | (_, Some(0)) => {
+                self.problems.push(format!(
+                    "{what}: rate_limit_rps and burst must be at least 1"
+                ));
+                None
+            }
+            (Some(rps), burst) => Some(RateLimit {
+                rps,
+                burst: burst.unwrap_or(rps),
+            }),
+        }
+    }
+
+    fn created(&mut self, what: &str, raw: &[RawCredential]) -> HashMap<String, SystemTime> {
+        let rfc3339 = time::format_description::well_known::Rfc3339;
+        let mut out = HashMap::new();
+        for c in raw {
+            let Some(text) = &c.created else { continue };
+            match time::OffsetDateTime::parse(text, &rfc3339) {
+                Ok(t) => {
+                    out.insert(c.access_key_id.clone(), SystemTime::from(t));
+                }
+                Err(_) => self.problems.push(format!(
+                    "{what}: credential {}: created {text:?} is not an RFC 3339 time like 2026-01-31T12:00:00Z",
+                    c.access_key_id
+                )),
             }
         }
         out

@@ -124,14 +124,52 @@ pub async fn handle(
     }
     let result = match &route {
         Err(e) => Err(e.clone()),
-        Ok(r) => run(&app, r, req, &mut facts).await,
+        Ok(r) => admit_and_run(&app, r, req, &mut facts).await,
     };
     let (response, status) = match &result {
         Ok(body) => (json_response(StatusCode::OK, body.clone()), (200, "", "")),
         Err(e) => (error_response(e), (e.status(), e.name(), e.message())),
     };
     log_line(route.as_ref().ok(), &facts, status, &conn, started);
+    record_metrics(&app, route.as_ref().ok(), &facts, &result, started);
     response
+}
+
+/// Sheds the request (429, before SigV4 and the backend) when keygate is at its in-flight
+/// cap or the key store over its rate; otherwise runs it, holding an in-flight slot.
+async fn admit_and_run(
+    app: &App,
+    route: &Route,
+    req: Request<Incoming>,
+    facts: &mut RequestFacts,
+) -> Result<String, XksError> {
+    match app.admit(&route.keystore) {
+        Ok(_in_flight) => run(app, route, req, facts).await,
+        Err(shed) => {
+            let name = &route.keystore.name;
+            app.metrics.record_shed(name, shed.reason());
+            // Read the (capped) body anyway so the keep-alive connection stays usable.
+            let (parts, body) = req.into_parts();
+            let _ = read_body(app, &parts, body).await;
+            Err(XksError::Throttling(shed.message(name)))
+        }
+    }
+}
+
+fn record_metrics(
+    app: &App,
+    route: Option<&Route>,
+    facts: &RequestFacts,
+    result: &Result<String, XksError>,
+    started: Instant,
+) {
+    app.metrics.record_request(crate::metrics::RequestRecord {
+        operation: route.map(|r| r.operation.as_str()).unwrap_or(""),
+        keystore: route.map(|r| r.keystore.name.as_str()).unwrap_or(""),
+        error_name: result.as_ref().err().map(XksError::name).unwrap_or(""),
+        access_key_id: facts.access_key_id.as_deref(),
+        latency: started.elapsed(),
+    });
 }
 
 async fn run(
@@ -159,7 +197,8 @@ async fn read_body(
     parts: &http::request::Parts,
     body: Incoming,
 ) -> Result<Bytes, XksError> {
-    let cap = app.limits.max_body;
+    let limits = app.limits();
+    let cap = limits.max_body;
     let too_big = || {
         XksError::UnsupportedOperation(format!(
             "request body exceeds this proxy's limit of {cap} bytes"
@@ -173,10 +212,10 @@ async fn read_body(
         return Err(too_big());
     }
     let collect = Limited::new(body, cap).collect();
-    match tokio::time::timeout(app.limits.body_read_timeout, collect).await {
+    match tokio::time::timeout(limits.body_read_timeout, collect).await {
         Err(_) => Err(XksError::Validation(format!(
             "request body not received within {} ms",
-            app.limits.body_read_timeout.as_millis()
+            limits.body_read_timeout.as_millis()
         ))),
         Ok(Err(e))
             if e.downcast_ref::<http_body_util::LengthLimitError>()

@@ -22,9 +22,6 @@ pub mod timed_io;
 
 use timed_io::TimedIo;
 
-/// How long in-flight requests may take to finish after shutdown begins.
-pub const DRAIN_GRACE: Duration = Duration::from_secs(10);
-
 /// What the request path knows about the connection a request came on.
 #[derive(Debug, Clone)]
 pub struct ConnInfo {
@@ -35,7 +32,7 @@ pub struct ConnInfo {
 
 /// Serves XKS requests on `listener` until `shutdown` completes, then drains.
 pub async fn run(listener: TcpListener, app: Arc<App>, shutdown: impl Future<Output = ()>) {
-    let permits = Arc::new(Semaphore::new(app.limits.max_connections));
+    let permits = Arc::new(Semaphore::new(app.limits().max_connections));
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
     loop {
@@ -52,7 +49,7 @@ pub async fn run(listener: TcpListener, app: Arc<App>, shutdown: impl Future<Out
             () = &mut shutdown => break,
         };
         let Ok(permit) = permits.clone().try_acquire_owned() else {
-            tracing::warn!(%peer, limit = app.limits.max_connections, "connection refused: connection limit reached");
+            tracing::warn!(%peer, limit = app.limits().max_connections, "connection refused: connection limit reached");
             continue;
         };
         if let Err(e) = stream.set_nodelay(true) {
@@ -69,9 +66,11 @@ pub async fn run(listener: TcpListener, app: Arc<App>, shutdown: impl Future<Out
         });
     }
     drop(listener);
+    // Idle keep-alive connections close now; requests in flight get the grace period.
+    let grace = app.limits().shutdown_grace;
     tokio::select! {
         () = graceful.shutdown() => tracing::info!("all connections drained"),
-        () = tokio::time::sleep(DRAIN_GRACE) => tracing::warn!(grace = ?DRAIN_GRACE, "connections still open after the grace period; closing"),
+        () = tokio::time::sleep(grace) => tracing::warn!(?grace, "connections still open after the grace period; closing"),
     }
 }
 
@@ -87,7 +86,8 @@ where
 {
     let conn = Arc::new(conn);
     let peer = conn.peer;
-    let (io, phase) = TimedIo::new(io, app.limits.header_read_timeout, app.limits.idle_timeout);
+    let limits = app.limits();
+    let (io, phase) = TimedIo::new(io, limits.header_read_timeout, limits.idle_timeout);
     let service = service_fn(move |req| {
         let (app, conn, phase) = (app.clone(), conn.clone(), phase.clone());
         phase.begin_request();

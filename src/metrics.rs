@@ -1,0 +1,396 @@
+//! Prometheus metrics: one registry per `App` (no globals), the handles other parts update,
+//! and `encode` for the admin listener's `/metrics`.
+//!
+//! Handles for other parts of keygate (each is cheap to clone and shares the registry's
+//! value, so a backend or the policy engine can keep its own copy):
+//!
+//! - [`Metrics::sessions_in_use`]: gauge the PKCS#11 backend sets (or `inc`/`dec`s).
+//! - [`Metrics::certificate_expiry_days`]: gauge the TLS layer sets on every (re)load.
+//! - [`Metrics::decision_log`]: counters of decision-log lines written and lost.
+//! - [`Metrics::policy_decision`]: one call per policy evaluation (allow or deny).
+
+pub mod backend;
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::sync::atomic::AtomicU64;
+use std::time::{Duration, SystemTime};
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::metrics::info::Info;
+use prometheus_client::registry::Registry;
+
+/// Latency buckets (seconds): 50 µs to 1 s, resolving sub-millisecond HSM and software
+/// operations and placing KMS's 250 ms deadline on a bucket boundary.
+pub const LATENCY_BUCKETS: [f64; 16] = [
+    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.15, 0.2,
+    0.25, 0.5, 1.0,
+];
+
+fn latency_histogram() -> Histogram {
+    Histogram::new(LATENCY_BUCKETS)
+}
+
+type HistogramFamily<S> = Family<S, Histogram, fn() -> Histogram>;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    operation: String,
+    keystore: String,
+    outcome: String,
+    error_name: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OperationLabel {
+    operation: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BackendErrorLabels {
+    operation: String,
+    error: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AccessKeyLabels {
+    keystore: String,
+    access_key_id: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CredentialAgeLabels {
+    keystore: String,
+    access_key_id: String,
+    since: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ShedLabels {
+    keystore: String,
+    reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PolicyLabels {
+    keystore: String,
+    decision: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabel {
+    result: String,
+}
+
+/// What one served request contributes to the metrics.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestRecord<'a> {
+    /// The XKS operation (`Encrypt`...), empty when the path matched nothing.
+    pub operation: &'a str,
+    pub keystore: &'a str,
+    /// The spec's errorName, empty on success.
+    pub error_name: &'a str,
+    /// The SigV4 access key id that authenticated the request, if it got that far.
+    pub access_key_id: Option<&'a str>,
+    pub latency: Duration,
+}
+
+/// A credential as configured: when it was created, if the config says.
+#[derive(Debug, Clone)]
+pub struct CredentialRecord {
+    pub keystore: String,
+    pub access_key_id: String,
+    pub created: Option<SystemTime>,
+}
+
+/// Decision-log counters, for the policy engine's writer.
+#[derive(Debug, Clone, Default)]
+pub struct DecisionLogCounters {
+    /// A line reached the log.
+    pub written: Counter,
+    /// A line was dropped (queue full or write error).
+    pub lost: Counter,
+}
+
+/// All of keygate's metrics.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    latency: HistogramFamily<OperationLabel>,
+    by_access_key: Family<AccessKeyLabels, Counter>,
+    backend_latency: HistogramFamily<OperationLabel>,
+    backend_errors: Family<BackendErrorLabels, Counter>,
+    sessions_in_use: Gauge,
+    decision_log: DecisionLogCounters,
+    policy: Family<PolicyLabels, Counter>,
+    credential_age: Family<CredentialAgeLabels, Gauge>,
+    /// (keystore, access key id) -> (when it starts counting, whether from `created`).
+    credentials: Mutex<HashMap<(String, String), (SystemTime, bool)>>,
+    cert_expiry_days: Gauge<f64, AtomicU64>,
+    in_flight: Gauge,
+    shed: Family<ShedLabels, Counter>,
+    reloads: Family<ResultLabel, Counter>,
+}
+
+impl Metrics {
+    /// A fresh registry. `backend` is the key backend's kind, reported in build info.
+    pub fn new(backend: &str) -> Metrics {
+        let mut registry = Registry::with_prefix("keygate");
+        let m = Metrics {
+            requests: Family::default(),
+            latency: Family::new_with_constructor(latency_histogram as fn() -> Histogram),
+            by_access_key: Family::default(),
+            backend_latency: Family::new_with_constructor(latency_histogram as fn() -> Histogram),
+            backend_errors: Family::default(),
+            sessions_in_use: Gauge::default(),
+            decision_log: DecisionLogCounters::default(),
+            policy: Family::default(),
+            credential_age: Family::default(),
+            credentials: Mutex::new(HashMap::new()),
+            cert_expiry_days: Gauge::default(),
+            in_flight: Gauge::default(),
+            shed: Family::default(),
+            reloads: Family::default(),
+            registry: Registry::default(),
+        };
+        m.register(&mut registry, backend);
+        Metrics { registry, ..m }
+    }
+
+    fn register(&self, r: &mut Registry, backend: &str) {
+        r.register(
+            "requests",
+            "XKS requests by operation, key store, outcome (ok|error) and errorName",
+            self.requests.clone(),
+        );
+        r.register(
+            "request_duration_seconds",
+            "XKS request latency from routing to response, by operation (KMS gives up at 0.25 s)",
+            self.latency.clone(),
+        );
+        r.register(
+            "requests_by_access_key",
+            "Authenticated XKS requests by key store and SigV4 access key id (watch an old credential stop arriving)",
+            self.by_access_key.clone(),
+        );
+        r.register(
+            "backend_operation_duration_seconds",
+            "Key backend call latency by operation (key_info, encrypt, decrypt, health)",
+            self.backend_latency.clone(),
+        );
+        r.register(
+            "backend_errors",
+            "Key backend calls that failed, by operation and error kind",
+            self.backend_errors.clone(),
+        );
+        r.register(
+            "backend_sessions_in_use",
+            "PKCS#11 sessions currently lent out by the backend's session pool",
+            self.sessions_in_use.clone(),
+        );
+        r.register(
+            "decision_log_lines_written",
+            "Policy decision-log lines written",
+            self.decision_log.written.clone(),
+        );
+        r.register(
+            "decision_log_lines_lost",
+            "Policy decision-log lines lost (dropped when the queue was full, or failed to write)",
+            self.decision_log.lost.clone(),
+        );
+        r.register(
+            "policy_decisions",
+            "Policy decisions by key store and decision (allow|deny)",
+            self.policy.clone(),
+        );
+        r.register(
+            "credential_age_seconds",
+            "Age of each configured SigV4 credential: since its `created` time in the config (since=\"created\"), otherwise since this keygate process first loaded it (since=\"loaded\")",
+            self.credential_age.clone(),
+        );
+        r.register(
+            "tls_certificate_expiry_days",
+            "Days until the XKS listener's server certificate expires (negative once expired; 0 until TLS is configured)",
+            self.cert_expiry_days.clone(),
+        );
+        r.register(
+            "in_flight_requests",
+            "XKS requests admitted and not yet answered",
+            self.in_flight.clone(),
+        );
+        r.register(
+            "requests_shed",
+            "Requests answered 429 ThrottlingException before authentication, by key store and reason (rate_limit|in_flight)",
+            self.shed.clone(),
+        );
+        r.register(
+            "config_reloads",
+            "Configuration reloads by result (applied|refused)",
+            self.reloads.clone(),
+        );
+        r.register(
+            "build",
+            "keygate build information",
+            Info::new(vec![
+                ("version", env!("CARGO_PKG_VERSION").to_owned()),
+                ("backend", backend.to_owned()),
+            ]),
+        );
+    }
+
+    /// Counts one served request.
+    pub fn record_request(&self, r: RequestRecord<'_>) {
+        let outcome = if r.error_name.is_empty() {
+            "ok"
+        } else {
+            "error"
+        };
+        self.requests
+            .get_or_create(&RequestLabels {
+                operation: r.operation.to_owned(),
+                keystore: r.keystore.to_owned(),
+                outcome: outcome.to_owned(),
+                error_name: r.error_name.to_owned(),
+            })
+            .inc();
+        self.latency
+            .get_or_create(&OperationLabel {
+                operation: r.operation.to_owned(),
+            })
+            .observe(r.latency.as_secs_f64());
+        if let Some(ak) = r.access_key_id {
+            self.by_access_key
+                .get_or_create(&AccessKeyLabels {
+                    keystore: r.keystore.to_owned(),
+                    access_key_id: ak.to_owned(),
+                })
+                .inc();
+        }
+    }
+
+    /// Times one key backend call; `error` names the failure kind.
+    pub fn record_backend(&self, operation: &str, latency: Duration, error: Option<&str>) {
+        let op = OperationLabel {
+            operation: operation.to_owned(),
+        };
+        self.backend_latency
+            .get_or_create(&op)
+            .observe(latency.as_secs_f64());
+        if let Some(error) = error {
+            self.backend_errors
+                .get_or_create(&BackendErrorLabels {
+                    operation: op.operation,
+                    error: error.to_owned(),
+                })
+                .inc();
+        }
+    }
+
+    /// Counts a request shed before authentication.
+    pub fn record_shed(&self, keystore: &str, reason: &str) {
+        self.shed
+            .get_or_create(&ShedLabels {
+                keystore: keystore.to_owned(),
+                reason: reason.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Counts a configuration reload that was applied (`true`) or refused.
+    pub fn record_reload(&self, applied: bool) {
+        let r = if applied { "applied" } else { "refused" };
+        self.reloads.get_or_create(&result(r)).inc();
+    }
+
+    /// Counts one policy decision (for the policy engine).
+    pub fn policy_decision(&self, keystore: &str, allow: bool) {
+        self.policy
+            .get_or_create(&PolicyLabels {
+                keystore: keystore.to_owned(),
+                decision: if allow { "allow" } else { "deny" }.to_owned(),
+            })
+            .inc();
+    }
+
+    /// The decision-log counters (clone them into the decision-log writer).
+    pub fn decision_log(&self) -> DecisionLogCounters {
+        self.decision_log.clone()
+    }
+
+    /// The sessions-in-use gauge (clone it into the PKCS#11 session pool).
+    pub fn sessions_in_use(&self) -> Gauge {
+        self.sessions_in_use.clone()
+    }
+
+    /// The server-certificate days-to-expiry gauge (clone it into the TLS layer).
+    pub fn certificate_expiry_days(&self) -> Gauge<f64, AtomicU64> {
+        self.cert_expiry_days.clone()
+    }
+
+    /// The in-flight requests gauge (the load shedder keeps it current).
+    pub fn in_flight(&self) -> Gauge {
+        self.in_flight.clone()
+    }
+
+    /// Replaces the set of configured credentials. One that stays keeps its age; a new one
+    /// without `created` starts at zero now; a removed one disappears from the output.
+    pub fn set_credentials(&self, creds: &[CredentialRecord]) {
+        let Ok(mut known) = self.credentials.lock() else {
+            return;
+        };
+        let now = SystemTime::now();
+        let mut next = HashMap::with_capacity(creds.len());
+        for c in creds {
+            let key = (c.keystore.clone(), c.access_key_id.clone());
+            let since = match (c.created, known.remove(&key)) {
+                (Some(created), _) => (created, true),
+                (None, Some((loaded, false))) => (loaded, false),
+                (None, _) => (now, false),
+            };
+            next.insert(key, since);
+        }
+        *known = next;
+    }
+
+    /// The text exposition format (OpenMetrics), for `GET /metrics`.
+    pub fn encode(&self) -> String {
+        self.refresh_credential_ages();
+        let mut out = String::new();
+        if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &self.registry) {
+            tracing::warn!(error = %e, "cannot encode metrics");
+        }
+        out
+    }
+
+    fn refresh_credential_ages(&self) {
+        let Ok(known) = self.credentials.lock() else {
+            return;
+        };
+        self.credential_age.clear();
+        let now = SystemTime::now();
+        for ((keystore, access_key_id), (since, created)) in known.iter() {
+            let age = now.duration_since(*since).unwrap_or_default().as_secs();
+            self.credential_age
+                .get_or_create(&CredentialAgeLabels {
+                    keystore: keystore.clone(),
+                    access_key_id: access_key_id.clone(),
+                    since: if *created { "created" } else { "loaded" }.to_owned(),
+                })
+                .set(i64::try_from(age).unwrap_or(i64::MAX));
+        }
+    }
+}
+
+fn result(r: &str) -> ResultLabel {
+    ResultLabel {
+        result: r.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests;
