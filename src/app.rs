@@ -103,14 +103,15 @@ pub struct App {
 impl App {
     /// Opens the key backend and prepares every key store. Binds no port.
     pub fn build(config: &Config) -> Result<App, String> {
+        // Metrics first, so a backend can take its handles (e.g. `metrics.sessions_in_use()`).
+        let metrics = Arc::new(Metrics::new(backend_name(&config.backend.kind)));
+        metrics.set_credentials(&credential_records(config));
         let (backend, software): (Arc<dyn KeyBackend>, _) = match &config.backend.kind {
             BackendKind::Software { key_file } => {
                 let b = Arc::new(SoftwareBackend::open(key_file)?);
                 (b.clone(), Some(b))
             }
         };
-        let metrics = Arc::new(Metrics::new(backend.kind()));
-        metrics.set_credentials(&credential_records(config));
         let backend: Arc<dyn KeyBackend> = Arc::new(MeteredBackend::new(backend, metrics.clone()));
         let health = HealthMonitor::new(
             backend.clone(),
@@ -219,6 +220,13 @@ impl App {
                 tracing::error!(error = %e, "key file changed but cannot be loaded; the previous keys stay in force")
             }
         }
+    }
+}
+
+/// The backend's name for build info, known before the backend is opened.
+fn backend_name(kind: &BackendKind) -> &'static str {
+    match kind {
+        BackendKind::Software { .. } => "software",
     }
 }
 
