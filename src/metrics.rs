@@ -5,15 +5,20 @@
 //! value, so a backend or the policy engine can keep its own copy):
 //!
 //! - [`Metrics::sessions_in_use`]: gauge the PKCS#11 backend sets (or `inc`/`dec`s).
-//! - [`Metrics::certificate_expiry_days`]: gauge the TLS layer sets on every (re)load.
-//! - [`Metrics::decision_log`]: counters of decision-log lines written and lost.
+//! - [`Metrics::set_certificate_not_after`]: the TLS layer calls it on every certificate
+//!   (re)load; days to expiry are computed at each scrape, so the gauge never goes stale.
+//! - [`Metrics::decision_log`]: counters of decision-log lines written and lost; or keep
+//!   your own totals and copy them in at scrape time with [`Metrics::on_encode`] and
+//!   [`DecisionLogCounters::set_totals`].
 //! - [`Metrics::policy_decision`]: one call per policy evaluation (allow or deny).
+//! - [`Metrics::on_encode`]: a function run before every scrape, to sample values kept
+//!   elsewhere.
 
 pub mod backend;
 
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -23,6 +28,9 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
+
+/// The Content-Type of [`Metrics::encode`]'s output (OpenMetrics text, ending in `# EOF`).
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 /// Latency buckets (seconds): 50 µs to 1 s, resolving sub-millisecond HSM and software
 /// operations and placing KMS's 250 ms deadline on a bucket boundary.
@@ -116,6 +124,23 @@ pub struct DecisionLogCounters {
     pub lost: Counter,
 }
 
+impl DecisionLogCounters {
+    /// Sets both totals (for a writer that keeps its own counts; call from `on_encode`).
+    pub fn set_totals(&self, written: u64, lost: u64) {
+        self.written.inner().store(written, Ordering::Relaxed);
+        self.lost.inner().store(lost, Ordering::Relaxed);
+    }
+}
+
+/// A function run before each scrape.
+struct Sampler(Box<dyn Fn(&Metrics) + Send + Sync>);
+
+impl std::fmt::Debug for Sampler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Sampler")
+    }
+}
+
 /// All of keygate's metrics.
 #[derive(Debug)]
 pub struct Metrics {
@@ -132,6 +157,8 @@ pub struct Metrics {
     /// (keystore, access key id) -> (when it starts counting, whether from `created`).
     credentials: Mutex<HashMap<(String, String), (SystemTime, bool)>>,
     cert_expiry_days: Gauge<f64, AtomicU64>,
+    cert_not_after: Mutex<Option<SystemTime>>,
+    samplers: Mutex<Vec<Sampler>>,
     in_flight: Gauge,
     shed: Family<ShedLabels, Counter>,
     reloads: Family<ResultLabel, Counter>,
@@ -153,6 +180,8 @@ impl Metrics {
             credential_age: Family::default(),
             credentials: Mutex::new(HashMap::new()),
             cert_expiry_days: Gauge::default(),
+            cert_not_after: Mutex::new(None),
+            samplers: Mutex::new(Vec::new()),
             in_flight: Gauge::default(),
             shed: Family::default(),
             reloads: Family::default(),
@@ -327,9 +356,20 @@ impl Metrics {
         self.sessions_in_use.clone()
     }
 
-    /// The server-certificate days-to-expiry gauge (clone it into the TLS layer).
-    pub fn certificate_expiry_days(&self) -> Gauge<f64, AtomicU64> {
-        self.cert_expiry_days.clone()
+    /// Records the server certificate's expiry (`None`: no TLS). The days-to-expiry gauge
+    /// is computed from it at every scrape.
+    pub fn set_certificate_not_after(&self, not_after: Option<SystemTime>) {
+        if let Ok(mut n) = self.cert_not_after.lock() {
+            *n = not_after;
+        }
+    }
+
+    /// Runs `f` before every scrape, e.g. to copy totals kept elsewhere into handles.
+    /// `f` must not call `on_encode` or `encode`.
+    pub fn on_encode(&self, f: impl Fn(&Metrics) + Send + Sync + 'static) {
+        if let Ok(mut s) = self.samplers.lock() {
+            s.push(Sampler(Box::new(f)));
+        }
     }
 
     /// The in-flight requests gauge (the load shedder keeps it current).
@@ -359,12 +399,30 @@ impl Metrics {
 
     /// The text exposition format (OpenMetrics), for `GET /metrics`.
     pub fn encode(&self) -> String {
+        // Held throughout, so concurrent scrapes do not see each other's half-refreshed values.
+        let samplers = self.samplers.lock();
+        if let Ok(samplers) = &samplers {
+            samplers.iter().for_each(|s| (s.0)(self));
+        }
         self.refresh_credential_ages();
+        self.refresh_certificate_expiry();
         let mut out = String::new();
         if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &self.registry) {
             tracing::warn!(error = %e, "cannot encode metrics");
         }
+        drop(samplers);
         out
+    }
+
+    fn refresh_certificate_expiry(&self) {
+        let Ok(not_after) = self.cert_not_after.lock() else {
+            return;
+        };
+        let days = not_after.map_or(0.0, |t| match t.duration_since(SystemTime::now()) {
+            Ok(left) => left.as_secs_f64() / 86_400.0,
+            Err(past) => -past.duration().as_secs_f64() / 86_400.0,
+        });
+        self.cert_expiry_days.set(days);
     }
 
     fn refresh_credential_ages(&self) {

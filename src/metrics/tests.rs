@@ -21,7 +21,9 @@ fn requests_backend_and_handles_show_up_in_the_text() {
     });
     m.record_backend("encrypt", Duration::from_micros(40), Some("busy"));
     m.sessions_in_use().set(3);
-    m.certificate_expiry_days().set(29.5);
+    m.set_certificate_not_after(Some(
+        SystemTime::now() + Duration::from_secs(29 * 86_400 + 43_200),
+    ));
     m.decision_log().written.inc();
     m.decision_log().lost.inc_by(2);
     m.policy_decision("main", false);
@@ -44,7 +46,8 @@ fn requests_backend_and_handles_show_up_in_the_text() {
         1.0,
     );
     has("keygate_backend_sessions_in_use ", 3.0);
-    has("keygate_tls_certificate_expiry_days ", 29.5);
+    let days = line_value(&t, "keygate_tls_certificate_expiry_days ").unwrap();
+    assert!((29.49..=29.5).contains(&days), "{days}");
     has("keygate_decision_log_lines_written_total ", 1.0);
     has("keygate_decision_log_lines_lost_total ", 2.0);
     has(
@@ -78,4 +81,32 @@ fn credential_ages_follow_the_configured_set() {
     m.set_credentials(&[rec("NEW", None)]);
     let t = m.encode();
     assert!(!t.contains(r#"access_key_id="OLD""#), "{t}");
+}
+
+#[test]
+fn samplers_copy_outside_totals_in_at_each_scrape() {
+    let m = Metrics::new("software");
+    let outside = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(5));
+    let seen = outside.clone();
+    m.on_encode(move |m| {
+        m.decision_log()
+            .set_totals(seen.load(std::sync::atomic::Ordering::Relaxed), 1)
+    });
+    assert_eq!(
+        line_value(&m.encode(), "keygate_decision_log_lines_written_total "),
+        Some(5.0)
+    );
+    outside.store(9, std::sync::atomic::Ordering::Relaxed);
+    let t = m.encode();
+    assert_eq!(
+        line_value(&t, "keygate_decision_log_lines_written_total "),
+        Some(9.0)
+    );
+    assert_eq!(
+        line_value(&t, "keygate_decision_log_lines_lost_total "),
+        Some(1.0)
+    );
+    m.set_certificate_not_after(Some(SystemTime::now() - Duration::from_secs(2 * 86_400)));
+    let days = line_value(&m.encode(), "keygate_tls_certificate_expiry_days ").unwrap();
+    assert!((-2.01..=-1.99).contains(&days), "{days}");
 }
