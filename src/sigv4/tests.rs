@@ -255,3 +255,26 @@ fn header_values_are_trimmed_and_collapsed() {
     let c = canonical_request(&req, "host;x-amz-date;x-custom", "e3").unwrap();
     assert!(c.contains("\nx-custom:a b,c\n"), "{c}");
 }
+
+/// A credential's Debug output, once a request has verified and its derived signing key is
+/// cached, shows neither the secret nor the signing key.
+#[test]
+fn debug_of_a_used_credential_hides_the_signing_key() {
+    let creds = creds();
+    let h = signed(&[HOST], BODY, now(), "us-east-1", SERVICE, false);
+    let req = SignedRequest {
+        method: "POST",
+        path: PATH,
+        authority: None,
+        headers: &h,
+        body: BODY,
+    };
+    verify(&req, &creds, "us-east-1", now()).unwrap();
+    let key = aws_sigv4::sign::v4::generate_signing_key(SECRET, now(), "us-east-1", SERVICE);
+    let printed = format!("{creds:?}");
+    assert!(printed.contains("CachedKey"), "{printed}");
+    assert!(!printed.contains(&format!("{:?}", key.as_ref())), "{printed}");
+    assert!(!printed.contains(SECRET));
+    let first = key.as_ref()[0].to_string();
+    assert!(!printed.contains(&format!("[{first}, ")), "{printed}");
+}
