@@ -18,6 +18,10 @@ pub const SPEC_MIN_PLAINTEXT: usize = 4300;
 pub const SPEC_MIN_AAD: usize = 8192;
 /// Longest URI path prefix: the path `{prefix}/kms/xks/v1` may have 128 characters.
 pub const MAX_PREFIX_LEN: usize = 117;
+/// Smallest request-head buffer hyper accepts.
+pub const MIN_HEADER_BYTES: usize = 8192;
+/// Largest request-head limit keygate accepts.
+pub const MAX_HEADER_BYTES: usize = 1024 * 1024;
 
 /// A configuration that failed its checks: every problem, one per line.
 #[derive(Debug, thiserror::Error)]
@@ -65,6 +69,8 @@ struct RawLimits {
     max_connections: Option<usize>,
     max_in_flight: Option<usize>,
     shutdown_grace_secs: Option<u64>,
+    max_connections_per_peer: Option<usize>,
+    max_header_bytes: Option<usize>,
 }
 
 #[derive(Deserialize, Default)]
@@ -141,6 +147,10 @@ pub struct LimitSettings {
     pub max_in_flight: usize,
     /// How long in-flight requests may take to finish after shutdown begins.
     pub shutdown_grace: Duration,
+    /// Open connections one peer address (an IPv6 /64) may hold.
+    pub max_connections_per_peer: usize,
+    /// Largest request head (request line and headers); larger gets 431 and a close.
+    pub max_header_bytes: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -302,6 +312,7 @@ impl Checker {
             self.problems
                 .push("limits.max_in_flight must be at least 1".into());
         }
+        let (max_connections_per_peer, max_header_bytes) = self.connection_limits(&raw);
         LimitSettings {
             max_plaintext,
             max_aad,
@@ -312,7 +323,24 @@ impl Checker {
             max_connections,
             max_in_flight,
             shutdown_grace: Duration::from_secs(raw.shutdown_grace_secs.unwrap_or(10)),
+            max_connections_per_peer,
+            max_header_bytes,
         }
+    }
+
+    fn connection_limits(&mut self, raw: &RawLimits) -> (usize, usize) {
+        let per_peer = raw.max_connections_per_peer.unwrap_or(1024);
+        if per_peer == 0 {
+            self.problems
+                .push("limits.max_connections_per_peer must be at least 1".into());
+        }
+        let header = raw.max_header_bytes.unwrap_or(16 * 1024);
+        if !(MIN_HEADER_BYTES..=MAX_HEADER_BYTES).contains(&header) {
+            self.problems.push(format!(
+                "limits.max_header_bytes must be between {MIN_HEADER_BYTES} and {MAX_HEADER_BYTES}"
+            ));
+        }
+        (per_peer, header)
     }
 
     fn backend(&mut self, raw: RawBackend, base: &Path) -> BackendSettings {
@@ -489,7 +517,7 @@ impl Checker {
             (None, None, Some(file)) => {
                 let path = base.join(file);
                 self.warn_if_readable_by_others(&who, &path);
-                match std::fs::read_to_string(&path) {
+                match crate::credentials::read_secret_file(&path) {
                     Ok(v) => v.trim_end_matches(['\n', '\r']).to_owned(),
                     Err(e) => {
                         self.problems.push(format!(

@@ -2,6 +2,7 @@
 //! zeroize on drop and print as `***`, and generation of fresh credentials.
 
 use std::fmt;
+use std::path::Path;
 
 use base64::{Engine, engine::general_purpose::STANDARD};
 use zeroize::Zeroizing;
@@ -95,6 +96,22 @@ impl fmt::Display for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("***")
     }
+}
+
+/// Reads a secret file: a regular file of at most 4 KiB (never a device or a pipe, which
+/// could block start-up or fill memory).
+pub fn read_secret_file(path: &Path) -> std::io::Result<String> {
+    use std::io::Read;
+    let file = std::fs::File::open(path)?;
+    if !file.metadata()?.is_file() {
+        return Err(std::io::Error::other("not a regular file"));
+    }
+    let mut text = String::new();
+    file.take(4097).read_to_string(&mut text)?;
+    if text.len() > 4096 {
+        return Err(std::io::Error::other("longer than 4096 bytes"));
+    }
+    Ok(text)
 }
 
 #[cfg(test)]

@@ -18,8 +18,10 @@ use tokio::sync::Semaphore;
 use crate::app::App;
 use crate::router;
 
+pub mod peer_limit;
 pub mod timed_io;
 
+use peer_limit::PeerLimit;
 use timed_io::TimedIo;
 
 /// What the request path knows about the connection a request came on.
@@ -33,6 +35,7 @@ pub struct ConnInfo {
 /// Serves XKS requests on `listener` until `shutdown` completes, then drains.
 pub async fn run(listener: TcpListener, app: Arc<App>, shutdown: impl Future<Output = ()>) {
     let permits = Arc::new(Semaphore::new(app.limits().max_connections));
+    let peers = PeerLimit::default();
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
     loop {
@@ -52,6 +55,11 @@ pub async fn run(listener: TcpListener, app: Arc<App>, shutdown: impl Future<Out
             tracing::warn!(%peer, limit = app.limits().max_connections, "connection refused: connection limit reached");
             continue;
         };
+        let per_peer = app.limits().max_connections_per_peer;
+        let Some(peer_permit) = peers.try_acquire(peer.ip(), per_peer) else {
+            tracing::warn!(%peer, limit = per_peer, "connection refused: per-peer connection limit reached");
+            continue;
+        };
         if let Err(e) = stream.set_nodelay(true) {
             tracing::debug!(%peer, error = %e, "cannot set TCP_NODELAY");
         }
@@ -62,7 +70,7 @@ pub async fn run(listener: TcpListener, app: Arc<App>, shutdown: impl Future<Out
         let served = serve_connection(stream, conn, app.clone(), &graceful);
         tokio::spawn(async move {
             served.await;
-            drop(permit);
+            drop((permit, peer_permit));
         });
     }
     drop(listener);
@@ -88,6 +96,7 @@ where
     let peer = conn.peer;
     let limits = app.limits();
     let (io, phase) = TimedIo::new(io, limits.header_read_timeout, limits.idle_timeout);
+    let max_header_bytes = limits.max_header_bytes;
     let service = service_fn(move |req| {
         let (app, conn, phase) = (app.clone(), conn.clone(), phase.clone());
         phase.begin_request();
@@ -102,7 +111,7 @@ where
     let connection = http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(None)
-        .max_buf_size(64 * 1024)
+        .max_buf_size(max_header_bytes)
         .keep_alive(true)
         .serve_connection(TokioIo::new(io), service);
     let watched = graceful.watch(connection);

@@ -273,7 +273,10 @@ fn debug_of_a_used_credential_hides_the_signing_key() {
     let key = aws_sigv4::sign::v4::generate_signing_key(SECRET, now(), "us-east-1", SERVICE);
     let printed = format!("{creds:?}");
     assert!(printed.contains("CachedKey"), "{printed}");
-    assert!(!printed.contains(&format!("{:?}", key.as_ref())), "{printed}");
+    assert!(
+        !printed.contains(&format!("{:?}", key.as_ref())),
+        "{printed}"
+    );
     assert!(!printed.contains(SECRET));
     let first = key.as_ref()[0].to_string();
     assert!(!printed.contains(&format!("[{first}, ")), "{printed}");

@@ -27,6 +27,8 @@ use keygate::keys::software::SoftwareAdmin;
 use keygate::keys::{KeyAdmin, KeyUsage};
 use serde_json::{Value, json};
 
+pub mod process;
+
 pub const AK: &str = "BETWEEN2TENAND3TENCHARACTERS";
 pub const SECRET: &str = "PleaseReplaceThisWithSomeSecretOfLength43To64";
 pub const AK2: &str = "ROTATEDCREDENTIALKEYID2345";
@@ -146,7 +148,7 @@ impl TestServer {
     }
 }
 
-fn create_software_keys(path: &std::path::Path) {
+pub fn create_software_keys(path: &std::path::Path) {
     let mut admin = SoftwareAdmin::open(path).unwrap();
     for (id, e, d) in [
         ("foo", true, true),
