@@ -290,6 +290,11 @@ pub struct Client {
 impl Client {
     pub async fn connect(addr: SocketAddr) -> Client {
         let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        Client::over(addr, stream).await
+    }
+
+    /// A client over an already connected stream (to choose the source address).
+    pub async fn over(addr: SocketAddr, stream: tokio::net::TcpStream) -> Client {
         let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
             .unwrap();
