@@ -158,5 +158,32 @@ mod tests {
         fn secret_parse_never_panics(s in "\\PC{0,80}") {
             let _ = Secret::parse(s);
         }
+
+        /// Access key ids: accepted exactly when 20-30 characters of A-Z and 2-7.
+        #[test]
+        fn access_key_parse_is_exactly_the_spec(s in "[A-Za-z0-9=+/ ]{0,40}") {
+            let spec = (20..=30).contains(&s.len())
+                && s.bytes().all(|b| b.is_ascii_uppercase() || (b'2'..=b'7').contains(&b));
+            prop_assert_eq!(AccessKeyId::parse(&s).is_ok(), spec);
+        }
+
+        /// Secrets: accepted exactly when 43-64 characters of a-zA-Z0-9+/=; a refusal never
+        /// quotes the secret; an accepted one never prints.
+        #[test]
+        fn secret_parse_is_exactly_the_spec(s in "[A-Za-z0-9=+/ _-]{30,70}") {
+            let spec = (43..=64).contains(&s.len())
+                && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'='));
+            match Secret::parse(s.clone()) {
+                Ok(secret) => {
+                    prop_assert!(spec);
+                    prop_assert_eq!(format!("{secret:?} {secret}"), "*** ***");
+                    prop_assert_eq!(secret.expose(), s.as_str());
+                }
+                Err(e) => {
+                    prop_assert!(!spec);
+                    prop_assert!(!e.contains(&s));
+                }
+            }
+        }
     }
 }

@@ -174,6 +174,33 @@ mod tests {
             prop_assert_eq!(frame_aad(&a, &m).unwrap().len(), 3 + a.len() + m.len());
         }
 
+        /// The framing reads back: the length prefix gives the AAD, the length byte the metadata.
+        #[test]
+        fn framing_reads_back(a in proptest::collection::vec(any::<u8>(), 0..600),
+                              m in proptest::collection::vec(any::<u8>(), 0..=20)) {
+            let f = frame_aad(&a, &m).unwrap();
+            let n = usize::from(u16::from_be_bytes([f[0], f[1]]));
+            prop_assert_eq!(&f[2..2 + n], a.as_slice());
+            prop_assert_eq!(usize::from(f[2 + n]), m.len());
+            prop_assert_eq!(&f[3 + n..], m.as_slice());
+        }
+
+        /// CDIV is SHA-256 over the plain concatenation, in the spec's order.
+        #[test]
+        fn cdiv_is_the_hash_of_the_concatenation(parts in proptest::collection::vec(
+            proptest::collection::vec(any::<u8>(), 0..64), 5)) {
+            let joined: Vec<u8> = parts.concat();
+            let expected: [u8; 32] = Sha256::digest(&joined).into();
+            prop_assert_eq!(cdiv(&parts[0], &parts[1], &parts[2], &parts[3], &parts[4]), expected);
+        }
+
+        /// Metadata of any version round-trips and fits the spec's 20 bytes.
+        #[test]
+        fn metadata_round_trips(v in any::<u32>()) {
+            let m = CiphertextMetadata::new(v);
+            prop_assert_eq!(CiphertextMetadata::decode(&m.encode()), Some(m));
+        }
+
         #[test]
         fn metadata_decode_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..32)) {
             let _ = CiphertextMetadata::decode(&bytes);

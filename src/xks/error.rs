@@ -229,4 +229,94 @@ mod tests {
             assert_eq!(XksError::from_key(&k, "foo").name(), name);
         }
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+        use std::time::Duration;
+
+        const SPEC: [(&str, u16); 12] = [
+            ("ValidationException", 400),
+            ("InvalidStateException", 400),
+            ("InvalidCiphertextException", 400),
+            ("InvalidKeyUsageException", 400),
+            ("AuthenticationFailedException", 401),
+            ("AccessDeniedException", 403),
+            ("KeyNotFoundException", 404),
+            ("InvalidUriPathException", 404),
+            ("ThrottlingException", 429),
+            ("UnsupportedOperationException", 501),
+            ("DependencyTimeoutException", 503),
+            ("InternalException", 500),
+        ];
+
+        fn any_key_error() -> impl Strategy<Value = KeyError> {
+            let m = "\\PC{0,600}";
+            prop_oneof![
+                Just(KeyError::NotFound),
+                Just(KeyError::UsageNotPermitted(crate::keys::KeyOp::Encrypt)),
+                Just(KeyError::UsageNotPermitted(crate::keys::KeyOp::Decrypt)),
+                Just(KeyError::Disabled),
+                Just(KeyError::Authentication),
+                m.prop_map(KeyError::InvalidCiphertext),
+                m.prop_map(KeyError::Busy),
+                any::<u64>().prop_map(|ms| KeyError::Timeout(Duration::from_millis(ms))),
+                m.prop_map(KeyError::Unavailable),
+                m.prop_map(KeyError::Unsupported),
+            ]
+        }
+
+        fn any_xks_error() -> impl Strategy<Value = XksError> {
+            (0..12usize, "\\PC{0,700}").prop_map(|(i, m)| match i {
+                0 => XksError::Validation(m),
+                1 => XksError::InvalidState(m),
+                2 => XksError::InvalidCiphertext(m),
+                3 => XksError::InvalidKeyUsage(m),
+                4 => XksError::AuthenticationFailed(m),
+                5 => XksError::AccessDenied(m),
+                6 => XksError::KeyNotFound(m),
+                7 => XksError::InvalidUriPath(m),
+                8 => XksError::Throttling(m),
+                9 => XksError::UnsupportedOperation(m),
+                10 => XksError::DependencyTimeout(m),
+                _ => XksError::Internal(m),
+            })
+        }
+
+        /// A body the spec accepts: compact JSON, a name from the table with its status,
+        /// a printable ASCII message under 512 characters.
+        fn check_wire(e: &XksError) -> Result<(), TestCaseError> {
+            prop_assert!(SPEC.contains(&(e.name(), e.status())));
+            let body = e.body();
+            prop_assert!(!body.contains('\n'));
+            let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+            prop_assert_eq!(v["errorName"].as_str(), Some(e.name()));
+            let msg = v["errorMessage"].as_str().unwrap();
+            prop_assert!(msg.len() < 512);
+            prop_assert!(msg.bytes().all(|b| (0x20..=0x7e).contains(&b)));
+            Ok(())
+        }
+
+        proptest! {
+            #[test]
+            fn every_key_error_maps_to_a_spec_error(k in any_key_error(), id in "\\PC{0,200}") {
+                check_wire(&XksError::from_key(&k, &id))?;
+            }
+
+            #[test]
+            fn every_error_has_a_spec_body(e in any_xks_error()) {
+                check_wire(&e)?;
+            }
+
+            #[test]
+            fn sanitizing_is_idempotent_and_keeps_short_ascii(m in "\\PC{0,700}") {
+                let once = sanitize_message(&m);
+                prop_assert_eq!(sanitize_message(&once), once.clone());
+                prop_assert!(once.len() <= MAX_MESSAGE_LEN);
+                if m.len() <= MAX_MESSAGE_LEN && m.bytes().all(|b| (0x20..=0x7e).contains(&b)) {
+                    prop_assert_eq!(once, m);
+                }
+            }
+        }
+    }
 }
