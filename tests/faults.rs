@@ -68,7 +68,10 @@ fn a_key_file_readable_by_others_refuses_the_start() {
     let (dir, config) = prepare(&base_config(""));
     let path = dir.path().join("keys.json");
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
-    assert_refused(&config, "is accessible to other users (mode 644); run chmod 600");
+    assert_refused(
+        &config,
+        "is accessible to other users (mode 644); run chmod 600",
+    );
 }
 
 #[test]
@@ -125,7 +128,10 @@ async fn a_key_file_broken_while_serving_leaves_the_old_keys_in_force() {
     let keygate = KeygateProcess::start(dir, &config, "info");
     let mut c = Client::connect(keygate.addr).await;
     let enc = c
-        .post(&path("encrypt", "foo"), &encrypt_body(b"before", None, false))
+        .post(
+            &path("encrypt", "foo"),
+            &encrypt_body(b"before", None, false),
+        )
         .await;
     let enc = enc.expect_ok().clone();
     write_key_file(keygate.dir.path(), "{\"format\": \"keygate-soft", 0o600);
@@ -133,14 +139,21 @@ async fn a_key_file_broken_while_serving_leaves_the_old_keys_in_force() {
         keygate.wait_for_log("the previous keys stay in force", Duration::from_secs(10)),
         "the broken key file was not reported"
     );
-    let d = c.post(&path("decrypt", "foo"), &decrypt_body(&enc, None)).await;
+    let d = c
+        .post(&path("decrypt", "foo"), &decrypt_body(&enc, None))
+        .await;
     assert_eq!(unb64(&d.expect_ok()["plaintext"]), b"before");
-    c.post(&path("encrypt", "foo"), &encrypt_body(b"during", None, false))
-        .await
-        .expect_ok();
+    c.post(
+        &path("encrypt", "foo"),
+        &encrypt_body(b"during", None, false),
+    )
+    .await
+    .expect_ok();
     // A good file again (with a different length, so the change is seen) is picked up.
     write_key_file(keygate.dir.path(), &format!("{good}\n"), 0o600);
     assert!(keygate.wait_for_log("key file reloaded", Duration::from_secs(10)));
-    let d = c.post(&path("decrypt", "foo"), &decrypt_body(&enc, None)).await;
+    let d = c
+        .post(&path("decrypt", "foo"), &decrypt_body(&enc, None))
+        .await;
     assert_eq!(unb64(&d.expect_ok()["plaintext"]), b"before");
 }

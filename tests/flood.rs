@@ -49,7 +49,9 @@ async fn open_flood(addr: SocketAddr) -> Vec<TcpStream> {
             async move {
                 let mut s = connect_from(from, addr).await.unwrap();
                 if n % 2 == 1 {
-                    let _ = s.write_all(b"POST /kms/xks/v1/health HTTP/1.1\r\nhost: x\r\n").await;
+                    let _ = s
+                        .write_all(b"POST /kms/xks/v1/health HTTP/1.1\r\nhost: x\r\n")
+                        .await;
                 }
                 s
             }
@@ -104,15 +106,27 @@ async fn legitimate_client(addr: SocketAddr) -> Vec<Duration> {
         let started = Instant::now();
         match (i % 3, &last_encrypt) {
             (1, Some(enc)) => {
-                let r = c.post(&path("decrypt", "foo"), &decrypt_body(enc, Some(b"aad"))).await;
+                let r = c
+                    .post(&path("decrypt", "foo"), &decrypt_body(enc, Some(b"aad")))
+                    .await;
                 r.expect_ok();
             }
             (2, _) => {
-                let r = c.post(&path("metadata", "foo"), &serde_json::json!({"requestMetadata": metadata("DescribeKey")})).await;
+                let r = c
+                    .post(
+                        &path("metadata", "foo"),
+                        &serde_json::json!({"requestMetadata": metadata("DescribeKey")}),
+                    )
+                    .await;
                 r.expect_ok();
             }
             _ => {
-                let r = c.post(&path("encrypt", "foo"), &encrypt_body(b"legitimate", Some(b"aad"), false)).await;
+                let r = c
+                    .post(
+                        &path("encrypt", "foo"),
+                        &encrypt_body(b"legitimate", Some(b"aad"), false),
+                    )
+                    .await;
                 last_encrypt = Some(r.expect_ok().clone());
             }
         }
@@ -164,7 +178,10 @@ async fn a_flood_of_idle_and_half_open_connections_does_not_starve_a_real_client
         cut.load(Ordering::Relaxed)
     );
     assert!(p99 < Duration::from_millis(50), "p99 {p99:?}");
-    assert!(cut.load(Ordering::Relaxed) >= 1, "the slow-loris client was never cut off");
+    assert!(
+        cut.load(Ordering::Relaxed) >= 1,
+        "the slow-loris client was never cut off"
+    );
     assert!(
         peak_kib < baseline_kib + 96 * 1024,
         "RSS grew from {baseline_kib} KiB to a peak of {peak_kib} KiB"

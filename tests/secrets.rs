@@ -46,15 +46,18 @@ impl Secrets {
         ];
         let mut raw = Vec::new();
         let file: Value =
-            serde_json::from_str(&std::fs::read_to_string(dir.join("keys.json")).unwrap())
-                .unwrap();
+            serde_json::from_str(&std::fs::read_to_string(dir.join("keys.json")).unwrap()).unwrap();
         for k in file["keys"].as_array().unwrap() {
             for v in k["versions"].as_array().unwrap() {
                 let m = v["material"].as_str().unwrap();
                 let bytes = base64::engine::general_purpose::STANDARD.decode(m).unwrap();
                 text.push(m.to_owned());
                 text.push(hex::encode(&bytes));
-                text.push(format!("{:?}", &bytes[..8]).trim_end_matches(']').to_owned());
+                text.push(
+                    format!("{:?}", &bytes[..8])
+                        .trim_end_matches(']')
+                        .to_owned(),
+                );
                 raw.push(bytes);
             }
         }
@@ -66,7 +69,11 @@ impl Secrets {
                 "kms-xks-proxy",
             );
             text.push(hex::encode(key.as_ref()));
-            text.push(format!("{:?}", &key.as_ref()[..8]).trim_end_matches(']').to_owned());
+            text.push(
+                format!("{:?}", &key.as_ref()[..8])
+                    .trim_end_matches(']')
+                    .to_owned(),
+            );
         }
         Secrets { text, raw }
     }
@@ -87,7 +94,11 @@ impl Secrets {
 }
 
 fn signature_of(headers: &[(String, String)]) -> String {
-    let auth = &headers.iter().find(|(k, _)| k == "authorization").unwrap().1;
+    let auth = &headers
+        .iter()
+        .find(|(k, _)| k == "authorization")
+        .unwrap()
+        .1;
     auth.rsplit_once("Signature=").unwrap().1.to_owned()
 }
 
@@ -122,25 +133,93 @@ async fn no_secret_reaches_logs_or_error_bodies_at_trace_level() {
     let mut c = Client::connect(keygate.addr).await;
     let ok = Signing::default();
     let (mut sigs, mut errors) = (Vec::new(), Vec::new());
-    let health = json!({"requestMetadata": {"kmsRequestId": "h", "kmsOperation": "KmsHealthCheck"}});
-    send(&mut c, &health_path(), &health, &ok, &mut sigs, &mut errors).await.expect_ok();
+    let health =
+        json!({"requestMetadata": {"kmsRequestId": "h", "kmsOperation": "KmsHealthCheck"}});
+    send(&mut c, &health_path(), &health, &ok, &mut sigs, &mut errors)
+        .await
+        .expect_ok();
     let meta = json!({"requestMetadata": metadata("DescribeKey")});
-    send(&mut c, &path("metadata", "foo"), &meta, &ok, &mut sigs, &mut errors).await.expect_ok();
+    send(
+        &mut c,
+        &path("metadata", "foo"),
+        &meta,
+        &ok,
+        &mut sigs,
+        &mut errors,
+    )
+    .await
+    .expect_ok();
     let enc_body = encrypt_body(PLAINTEXT, Some(AAD), true);
-    let enc = send(&mut c, &path("encrypt", "foo"), &enc_body, &ok, &mut sigs, &mut errors).await;
+    let enc = send(
+        &mut c,
+        &path("encrypt", "foo"),
+        &enc_body,
+        &ok,
+        &mut sigs,
+        &mut errors,
+    )
+    .await;
     let enc = enc.expect_ok().clone();
-    let dec = send(&mut c, &path("decrypt", "foo"), &decrypt_body(&enc, Some(AAD)), &ok, &mut sigs, &mut errors).await;
+    let dec = send(
+        &mut c,
+        &path("decrypt", "foo"),
+        &decrypt_body(&enc, Some(AAD)),
+        &ok,
+        &mut sigs,
+        &mut errors,
+    )
+    .await;
     assert_eq!(unb64(&dec.expect_ok()["plaintext"]), PLAINTEXT);
     // Every error keygate produces with these parts, each carrying the canaries.
     let mut cases: Vec<(String, Value, Signing, u16)> = vec![
-        (path("decrypt", "foo"), decrypt_body(&enc, Some(OTHER_AAD)), ok.clone(), 400),
-        (path("decrypt", "foo"), decrypt_body(&enc, None), ok.clone(), 400),
-        (path("encrypt", "foo"), encrypt_body(&PLAINTEXT.repeat(400), Some(AAD), false), ok.clone(), 501),
-        (path("encrypt", "foo"), encrypt_body(PLAINTEXT, Some(&AAD.repeat(1100)), false), ok.clone(), 501),
-        (path("encrypt", "nope"), encrypt_body(PLAINTEXT, Some(AAD), false), ok.clone(), 404),
-        (path("encrypt", "decrypt_only_key"), encrypt_body(PLAINTEXT, Some(AAD), false), ok.clone(), 400),
-        (path("encrypt", "disabled_key"), encrypt_body(PLAINTEXT, Some(AAD), false), ok.clone(), 400),
-        (path("decrypt", "encrypt_only_key"), decrypt_body(&enc, Some(AAD)), ok.clone(), 400),
+        (
+            path("decrypt", "foo"),
+            decrypt_body(&enc, Some(OTHER_AAD)),
+            ok.clone(),
+            400,
+        ),
+        (
+            path("decrypt", "foo"),
+            decrypt_body(&enc, None),
+            ok.clone(),
+            400,
+        ),
+        (
+            path("encrypt", "foo"),
+            encrypt_body(&PLAINTEXT.repeat(400), Some(AAD), false),
+            ok.clone(),
+            501,
+        ),
+        (
+            path("encrypt", "foo"),
+            encrypt_body(PLAINTEXT, Some(&AAD.repeat(1100)), false),
+            ok.clone(),
+            501,
+        ),
+        (
+            path("encrypt", "nope"),
+            encrypt_body(PLAINTEXT, Some(AAD), false),
+            ok.clone(),
+            404,
+        ),
+        (
+            path("encrypt", "decrypt_only_key"),
+            encrypt_body(PLAINTEXT, Some(AAD), false),
+            ok.clone(),
+            400,
+        ),
+        (
+            path("encrypt", "disabled_key"),
+            encrypt_body(PLAINTEXT, Some(AAD), false),
+            ok.clone(),
+            400,
+        ),
+        (
+            path("decrypt", "encrypt_only_key"),
+            decrypt_body(&enc, Some(AAD)),
+            ok.clone(),
+            400,
+        ),
     ];
     let mut wrong_alg = encrypt_body(PLAINTEXT, Some(AAD), false);
     wrong_alg["encryptionAlgorithm"] = json!("RSA");
@@ -154,14 +233,32 @@ async fn no_secret_reaches_logs_or_error_bodies_at_trace_level() {
     let mut tampered = decrypt_body(&enc, Some(AAD));
     tampered["authenticationTag"] = json!(b64(&[0u8; 16]));
     cases.push((path("decrypt", "foo"), tampered, ok.clone(), 400));
-    let wrong_secret = Signing { secret: SECRET2.into(), ..Signing::default() };
+    let wrong_secret = Signing {
+        secret: SECRET2.into(),
+        ..Signing::default()
+    };
     cases.push((path("encrypt", "foo"), enc_body.clone(), wrong_secret, 401));
-    let unknown_id = Signing { access_key_id: "UNKNOWNACCESSKEYID234567".into(), ..Signing::default() };
+    let unknown_id = Signing {
+        access_key_id: "UNKNOWNACCESSKEYID234567".into(),
+        ..Signing::default()
+    };
     cases.push((path("encrypt", "foo"), enc_body.clone(), unknown_id, 401));
-    let skewed = Signing { skew: -3600, ..Signing::default() };
+    let skewed = Signing {
+        skew: -3600,
+        ..Signing::default()
+    };
     cases.push((path("encrypt", "foo"), enc_body.clone(), skewed, 401));
-    let other_keystore = Signing { access_key_id: "ROOTKEYSTOREACCESSKEY234".into(), secret: ROOT_SECRET.into(), ..Signing::default() };
-    cases.push((path("encrypt", "foo"), enc_body.clone(), other_keystore, 401));
+    let other_keystore = Signing {
+        access_key_id: "ROOTKEYSTOREACCESSKEY234".into(),
+        secret: ROOT_SECRET.into(),
+        ..Signing::default()
+    };
+    cases.push((
+        path("encrypt", "foo"),
+        enc_body.clone(),
+        other_keystore,
+        401,
+    ));
     for (p, body, signing, status) in &cases {
         let r = send(&mut c, p, body, signing, &mut sigs, &mut errors).await;
         assert_eq!(r.status, *status, "{p}: {}", r.raw);
@@ -169,7 +266,9 @@ async fn no_secret_reaches_logs_or_error_bodies_at_trace_level() {
     // A truncated body with the canaries inside.
     let text = enc_body.to_string();
     let cut = &text[..text.len() - 20];
-    let r = c.send("POST", &path("encrypt", "foo"), cut.as_bytes(), &ok, None).await;
+    let r = c
+        .send("POST", &path("encrypt", "foo"), cut.as_bytes(), &ok, None)
+        .await;
     assert_eq!(r.status, 400, "{}", r.raw);
     errors.push(r.raw);
 
@@ -197,9 +296,12 @@ async fn no_secret_reaches_logs_or_error_bodies_at_trace_level() {
 async fn debug_output_of_config_and_app_hides_secrets() {
     let s = TestServer::start(TestBackend::Software).await;
     let mut c = s.client().await;
-    c.post(&path("encrypt", "foo"), &encrypt_body(PLAINTEXT, Some(AAD), false))
-        .await
-        .expect_ok();
+    c.post(
+        &path("encrypt", "foo"),
+        &encrypt_body(PLAINTEXT, Some(AAD), false),
+    )
+    .await
+    .expect_ok();
     let secrets = Secrets::collect(s.dir.path());
     let config = keygate::config::Config::load(&s.config_path).unwrap();
     let printed = format!("{config:?}");
