@@ -10,7 +10,11 @@ fuzz_target!(|data: &[u8]| {
     };
     if let Ok(a) = keygate::sigv4::parse_authorization(text) {
         assert_eq!(a.signature.len(), 64);
-        assert!(a.signature.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
+        assert!(
+            a.signature
+                .bytes()
+                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+        );
         for part in [a.access_key_id, a.date, a.region, a.service] {
             assert!(!part.contains('/'));
         }

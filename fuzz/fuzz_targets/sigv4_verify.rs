@@ -50,5 +50,8 @@ fuzz_target!(|data: &[u8]| {
     )];
     // A fixed clock near the dates a fuzzer is likely to write.
     let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
-    assert!(verify(&req, &creds, "us-east-1", now).is_err(), "forged request verified");
+    assert!(
+        verify(&req, &creds, "us-east-1", now).is_err(),
+        "forged request verified"
+    );
 });

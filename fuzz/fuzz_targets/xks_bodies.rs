@@ -17,7 +17,10 @@ fn check_error(e: &XksError) {
     let msg = body["errorMessage"].as_str().unwrap();
     assert!(msg.len() < 512, "{msg}");
     assert!(msg.bytes().all(|b| (0x20..=0x7e).contains(&b)), "{msg:?}");
-    assert!(matches!(e.status(), 400 | 401 | 403 | 404 | 429 | 500 | 501 | 503));
+    assert!(matches!(
+        e.status(),
+        400 | 401 | 403 | 404 | 429 | 500 | 501 | 503
+    ));
 }
 
 fuzz_target!(|data: &[u8]| {
