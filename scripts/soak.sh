@@ -71,7 +71,8 @@ sampler_pid=$!
 
 load_pids=()
 for op in encrypt decrypt metadata; do
-  "$BIN" load --url "$url" --prefix "$prefix" --access-key-id "$access_key_id" --secret "$secret" \
+  # The secret goes by environment, not argv (argv is visible to every user in ps).
+  KEYGATE_SECRET="$secret" "$BIN" load --url "$url" --prefix "$prefix" --access-key-id "$access_key_id" \
     --op "$op" --connections "$CONNECTIONS" --duration "$DURATION" --rate "$per_op" --json \
     >"$work/load-$op.json" 2>"$work/load-$op.err" &
   load_pids+=("$!")
