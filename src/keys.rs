@@ -4,6 +4,7 @@
 //! Backends do raw AES-256-GCM with a fully built AAD; the XKS framing (AAD layout,
 //! ciphertext metadata, CDIV) lives in `xks::envelope` and never reaches a backend.
 
+pub mod pkcs11;
 pub mod software;
 
 use std::fmt;

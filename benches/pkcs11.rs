@@ -1,0 +1,117 @@
+//! Cost of one AES-GCM encrypt on SoftHSMv2: the raw C_Encrypt in-process, and the same
+//! through keygate's PKCS#11 backend (blocking pool, session pool, handle cache).
+//! Sequential calls on an otherwise idle process, so time per call ≈ CPU per call.
+//!
+//! Like the tests, the bench re-runs itself with SOFTHSM2_CONF pointing at a fresh token.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use criterion::{Criterion, Throughput};
+use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
+use cryptoki::mechanism::Mechanism;
+use cryptoki::mechanism::aead::GcmParams;
+use cryptoki::object::{Attribute, ObjectClass};
+use cryptoki::session::UserType;
+use cryptoki::types::AuthPin;
+use keygate::keys::KeyBackend;
+use keygate::keys::KeyUsage;
+use keygate::keys::pkcs11::{Pkcs11Admin, Pkcs11Backend, SoftHsmToken, init_softhsm_token};
+
+const DIR_VAR: &str = "KEYGATE_PKCS11_BENCH_DIR";
+const PLAINTEXT: &[u8; 32] = b"0123456789abcdef0123456789abcdef";
+const AAD: &[u8; 31] = b"keygate bench additional data..";
+
+fn main() {
+    let Some(dir) = std::env::var_os(DIR_VAR) else {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().canonicalize().unwrap();
+        let status = Command::new(std::env::current_exe().unwrap())
+            .args(std::env::args().skip(1))
+            .env("SOFTHSM2_CONF", SoftHsmToken::conf_path(&dir))
+            .env(DIR_VAR, &dir)
+            .status()
+            .unwrap();
+        std::process::exit(status.code().unwrap_or(1));
+    };
+    let token = init_softhsm_token(&PathBuf::from(dir), "keygate-bench").unwrap();
+    {
+        let mut admin = Pkcs11Admin::open(&token.settings().unwrap()).unwrap();
+        use keygate::keys::KeyAdmin;
+        admin.create("bench", KeyUsage::BOTH).unwrap();
+    }
+    let mut c = Criterion::default()
+        .measurement_time(Duration::from_secs(3))
+        .configure_from_args();
+    raw_encrypt(&mut c, &token);
+    backend_encrypt(&mut c, &token);
+    c.final_summary();
+}
+
+/// One C_Encrypt (AES-GCM, 32 B plaintext, 31 B AAD) on a logged-in session, cached handle.
+fn raw_encrypt(c: &mut Criterion, token: &SoftHsmToken) {
+    let p11 = Pkcs11::new(&token.module).unwrap();
+    p11.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK))
+        .unwrap();
+    let slot = p11
+        .get_slots_with_token()
+        .unwrap()
+        .into_iter()
+        .find(|s| p11.get_token_info(*s).unwrap().label() == token.label)
+        .unwrap();
+    let session = p11.open_rw_session(slot).unwrap();
+    let pin = std::fs::read_to_string(&token.pin_file).unwrap();
+    session
+        .login(UserType::User, Some(&AuthPin::from(pin.trim())))
+        .unwrap();
+    let key = session
+        .find_objects(&[
+            Attribute::Class(ObjectClass::SECRET_KEY),
+            Attribute::Label(b"bench".to_vec()),
+        ])
+        .unwrap()[0];
+    let mut g = c.benchmark_group("softhsm2");
+    g.throughput(Throughput::Elements(1));
+    let mut counter = 0u64;
+    g.bench_function("raw_c_encrypt", |b| {
+        b.iter(|| {
+            counter += 1;
+            let mut iv = [0u8; 12];
+            iv[4..].copy_from_slice(&counter.to_be_bytes());
+            let params = GcmParams::new(&mut iv, AAD, 128.into()).unwrap();
+            session
+                .encrypt(&Mechanism::AesGcm(params), key, PLAINTEXT)
+                .unwrap()
+        })
+    });
+    g.finish();
+    drop(session);
+    p11.finalize().unwrap();
+}
+
+/// `KeyBackend::encrypt` end to end: permit, spawn_blocking, pooled session, cached handle,
+/// C_GenerateRandom for the IV, C_Encrypt.
+fn backend_encrypt(c: &mut Criterion, token: &SoftHsmToken) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let backend = Pkcs11Backend::open(token.settings().unwrap()).unwrap();
+    let mut g = c.benchmark_group("softhsm2");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("backend_encrypt", |b| {
+        b.iter(|| {
+            rt.block_on(backend.encrypt("bench", 1, PLAINTEXT, AAD))
+                .unwrap()
+        })
+    });
+    g.finish();
+    rt.block_on(backend.shutdown(Duration::from_secs(10)));
+}

@@ -1,0 +1,201 @@
+//! PKCS#11 key backend (cryptoki): keys live in an HSM token, found by CKA_LABEL = key id.
+//!
+//! Every HSM call runs on tokio's blocking pool, holding one of `session_pool_size` permits
+//! and bounded by `operation_timeout` (`KeyError::Timeout`). A request that finds no free
+//! permit within `queue_wait` gets `KeyError::Busy`; nothing queues without bound.
+
+mod admin;
+pub mod ckr;
+mod engine;
+mod facts;
+mod gcm;
+mod health;
+mod settings;
+mod softhsm;
+mod token;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, TryAcquireError};
+use zeroize::Zeroizing;
+
+pub use admin::Pkcs11Admin;
+pub use facts::DISABLED_MARKER;
+pub use settings::{IvMode, Pin, Pkcs11Settings, Pkcs11Toml, TokenSelector};
+pub use softhsm::{SoftHsmError, SoftHsmToken, find_softhsm_module, init_softhsm_token};
+
+use self::engine::Engine;
+use crate::keys::{EkmInstance, KeyBackend, KeyError, KeyInfo, KeyOp, Sealed, SealedRef};
+
+/// The PKCS#11 backend. Cheap to share behind an `Arc`.
+#[derive(Debug)]
+pub struct Pkcs11Backend {
+    engine: Arc<Engine>,
+    permits: Arc<Semaphore>,
+}
+
+impl Pkcs11Backend {
+    /// Loads the module, finds the token and logs in. Blocking: call it before serving
+    /// (or inside `spawn_blocking`).
+    pub fn open(settings: Pkcs11Settings) -> Result<Pkcs11Backend, KeyError> {
+        for warning in &settings.warnings {
+            tracing::warn!("{warning}");
+        }
+        let permits = Arc::new(Semaphore::new(settings.session_pool_size));
+        let engine = Arc::new(Engine::open(settings)?);
+        Ok(Pkcs11Backend { engine, permits })
+    }
+
+    /// Waits (up to `within`) until no HSM call is running, then closes the module.
+    /// Returns false when calls were still running at the deadline.
+    pub async fn shutdown(self, within: Duration) -> bool {
+        let size = u32::try_from(self.engine.settings.session_pool_size).unwrap_or(u32::MAX);
+        let all = tokio::time::timeout(within, self.permits.clone().acquire_many_owned(size));
+        let drained = matches!(all.await, Ok(Ok(_)));
+        drop(self);
+        drained
+    }
+
+    fn timeout(&self) -> Duration {
+        self.engine.settings.operation_timeout
+    }
+
+    async fn permit(&self) -> Result<OwnedSemaphorePermit, KeyError> {
+        match self.permits.clone().try_acquire_owned() {
+            Ok(p) => return Ok(p),
+            Err(TryAcquireError::Closed) => {
+                return Err(KeyError::Unavailable("backend closed".to_owned()));
+            }
+            Err(TryAcquireError::NoPermits) => {}
+        }
+        let wait = self.engine.settings.queue_wait;
+        match tokio::time::timeout(wait, self.permits.clone().acquire_owned()).await {
+            Ok(Ok(p)) => Ok(p),
+            Ok(Err(_)) => Err(KeyError::Unavailable("backend closed".to_owned())),
+            Err(_) => Err(KeyError::Busy(format!(
+                "all {} HSM sessions busy for {wait:?}",
+                self.engine.settings.session_pool_size
+            ))),
+        }
+    }
+
+    /// Runs `job` on the blocking pool under a permit, bounded by the operation timeout.
+    async fn call<T, F>(&self, job: F) -> Result<T, KeyError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Engine) -> Result<T, KeyError> + Send + 'static,
+    {
+        let permit = self.permit().await?;
+        let engine = self.engine.clone();
+        let task = tokio::task::spawn_blocking(move || {
+            let result = job(&engine);
+            // Release the engine before the permit: once `shutdown` holds every permit, no
+            // worker holds the module any more.
+            drop(engine);
+            drop(permit);
+            result
+        });
+        match tokio::time::timeout(self.timeout(), task).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(e)) => Err(KeyError::Unavailable(format!("HSM worker failed: {e}"))),
+            Err(_) => Err(KeyError::Timeout(self.timeout())),
+        }
+    }
+}
+
+fn one_version(version: u32, op: KeyOp) -> Result<(), KeyError> {
+    match (version, op) {
+        (1, _) => Ok(()),
+        (v, KeyOp::Encrypt) => Err(KeyError::Unsupported(format!(
+            "pkcs11 keys have one version; version {v} requested"
+        ))),
+        (v, KeyOp::Decrypt) => Err(KeyError::InvalidCiphertext(format!(
+            "unknown key version {v}"
+        ))),
+    }
+}
+
+#[async_trait]
+impl KeyBackend for Pkcs11Backend {
+    fn kind(&self) -> &'static str {
+        "pkcs11"
+    }
+
+    fn ekm_vendor(&self) -> String {
+        self.engine.facts().vendor()
+    }
+
+    fn hardware_protected(&self) -> bool {
+        true
+    }
+
+    async fn key_info(&self, key_id: &str) -> Result<KeyInfo, KeyError> {
+        let id = key_id.to_owned();
+        self.call(move |e| {
+            e.run(KeyOp::Encrypt, &id, |e, t, s| {
+                Ok(e.fresh(t, s, &id)?.facts.info.clone())
+            })
+        })
+        .await
+    }
+
+    async fn encrypt(
+        &self,
+        key_id: &str,
+        version: u32,
+        plaintext: &[u8],
+        aad: &[u8],
+    ) -> Result<Sealed, KeyError> {
+        one_version(version, KeyOp::Encrypt)?;
+        let (id, pt, aad) = (
+            key_id.to_owned(),
+            Zeroizing::new(plaintext.to_vec()),
+            aad.to_vec(),
+        );
+        self.call(move |e| {
+            let mode = e.settings.iv_mode;
+            e.run(KeyOp::Encrypt, &id, |e, t, s| {
+                let key = e.key(t, s, &id)?;
+                key.facts.usable(&id).map_err(engine::Fault::Key)?;
+                gcm::encrypt(s, key.handle, mode, &pt, &aad)
+            })
+        })
+        .await
+    }
+
+    async fn decrypt(
+        &self,
+        key_id: &str,
+        version: u32,
+        sealed: SealedRef<'_>,
+        aad: &[u8],
+    ) -> Result<Zeroizing<Vec<u8>>, KeyError> {
+        one_version(version, KeyOp::Decrypt)?;
+        let id = key_id.to_owned();
+        let (iv, ct, tag, aad) = (
+            sealed.iv.to_vec(),
+            sealed.ciphertext.to_vec(),
+            sealed.tag.to_vec(),
+            aad.to_vec(),
+        );
+        self.call(move |e| {
+            e.run(KeyOp::Decrypt, &id, |e, t, s| {
+                let key = e.key(t, s, &id)?;
+                key.facts.usable(&id).map_err(engine::Fault::Key)?;
+                let sealed = SealedRef {
+                    iv: &iv,
+                    ciphertext: &ct,
+                    tag: &tag,
+                };
+                gcm::decrypt(s, key.handle, sealed, &aad)
+            })
+        })
+        .await
+    }
+
+    async fn health(&self, health_key: &str) -> Vec<EkmInstance> {
+        health::check(self, health_key).await
+    }
+}
