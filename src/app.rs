@@ -111,6 +111,11 @@ impl App {
                 let b = Arc::new(SoftwareBackend::open(key_file)?);
                 (b.clone(), Some(b))
             }
+            BackendKind::Pkcs11(settings) => {
+                let b = crate::keys::pkcs11::Pkcs11Backend::open(settings.clone())
+                    .map_err(|e| e.to_string())?;
+                (Arc::new(b), None)
+            }
         };
         let backend: Arc<dyn KeyBackend> = Arc::new(MeteredBackend::new(backend, metrics.clone()));
         let health = HealthMonitor::new(

@@ -11,6 +11,7 @@ use clap::{Args, Parser, Subcommand};
 use crate::app::App;
 use crate::config::{BackendKind, Config};
 use crate::credentials::{AccessKeyId, Secret};
+use crate::keys::pkcs11::Pkcs11Admin;
 use crate::keys::software::SoftwareAdmin;
 use crate::keys::{KeyAdmin, KeyListing, KeyUsage};
 use crate::telemetry::{self, LogFormat};
@@ -55,11 +56,20 @@ struct ServeArgs {
     /// Where --dev keeps its config, keys and secret.
     #[arg(long, default_value = "keygate-dev", requires = "dev")]
     data_dir: PathBuf,
+    /// Key backend --dev creates: software keys, or a SoftHSMv2 token in --data-dir.
+    #[arg(long, value_enum, default_value = "software", requires = "dev")]
+    backend: DevBackend,
     /// Listen address, overriding the config (--dev default: 127.0.0.1:8080).
     #[arg(long)]
     listen: Option<SocketAddr>,
     #[arg(long, value_enum, default_value = "json")]
     log_format: LogFormat,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum DevBackend {
+    Software,
+    Softhsm2,
 }
 
 #[derive(Subcommand, Debug)]
@@ -170,7 +180,12 @@ fn serve(args: ServeArgs) -> ExitCode {
             let listen = args
                 .listen
                 .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 8080)));
-            match crate::dev::bootstrap(&args.data_dir, listen) {
+            let boot = match args.backend {
+                DevBackend::Software => crate::dev::bootstrap(&args.data_dir, listen),
+                DevBackend::Softhsm2 => crate::dev::softhsm2::ensure_environment(&args.data_dir)
+                    .and_then(|()| crate::dev::softhsm2::bootstrap(&args.data_dir, listen)),
+            };
+            match boot {
                 Ok(p) => p,
                 Err(e) => {
                     eprintln!("keygate: cannot prepare the dev data dir: {e}");
@@ -239,7 +254,7 @@ async fn serve_config(config: Config, dev: bool, listen_overridden: bool) -> Res
         let _ = writeln!(
             std::io::stdout(),
             "{}",
-            crate::dev::banner(dir, addr, &ks.uri_prefix, &ak)
+            crate::dev::banner(dir, addr, &ks.uri_prefix, &ak, app.backend.kind())
         );
     }
     app.health.refresh().await;
@@ -272,6 +287,7 @@ pub async fn shutdown_signal() {
 fn open_admin(config: &Config) -> Result<Box<dyn KeyAdmin>, String> {
     match &config.backend.kind {
         BackendKind::Software { key_file } => Ok(Box::new(SoftwareAdmin::open(key_file)?)),
+        BackendKind::Pkcs11(settings) => Ok(Box::new(Pkcs11Admin::open(settings)?)),
     }
 }
 

@@ -79,6 +79,7 @@ struct RawBackend {
     kind: Option<String>,
     health_key: Option<String>,
     software: Option<RawSoftware>,
+    pkcs11: Option<crate::keys::pkcs11::Pkcs11Toml>,
 }
 
 #[derive(Deserialize)]
@@ -156,6 +157,7 @@ pub struct LimitSettings {
 #[derive(Debug, Clone)]
 pub enum BackendKind {
     Software { key_file: PathBuf },
+    Pkcs11(crate::keys::pkcs11::Pkcs11Settings),
 }
 
 #[derive(Debug, Clone)]
@@ -360,9 +362,28 @@ impl Checker {
                     key_file: base.join(key_file),
                 }
             }
+            "pkcs11" => match raw.pkcs11.map(|t| t.check(base)) {
+                Some(Ok(mut settings)) => {
+                    self.warnings.append(&mut settings.warnings);
+                    BackendKind::Pkcs11(settings)
+                }
+                Some(Err(problems)) => {
+                    self.problems.extend(problems);
+                    BackendKind::Software {
+                        key_file: PathBuf::new(),
+                    }
+                }
+                None => {
+                    self.problems
+                        .push("backend.kind = \"pkcs11\" needs a [backend.pkcs11] table".into());
+                    BackendKind::Software {
+                        key_file: PathBuf::new(),
+                    }
+                }
+            },
             other => {
                 self.problems.push(format!(
-                    "backend.kind {other:?} is unknown (expected software)"
+                    "backend.kind {other:?} is unknown (expected software or pkcs11)"
                 ));
                 BackendKind::Software {
                     key_file: PathBuf::new(),

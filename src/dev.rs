@@ -10,6 +10,8 @@ use crate::credentials::{AccessKeyId, Secret};
 use crate::keys::software::SoftwareAdmin;
 use crate::keys::{KeyAdmin, KeyUsage};
 
+pub mod softhsm2;
+
 /// The keys a conformance run conventionally expects, with their usage.
 pub const DEV_KEYS: [(&str, KeyUsage); 4] = [
     (
@@ -61,6 +63,18 @@ pub fn bootstrap(dir: &Path, listen: SocketAddr) -> Result<PathBuf, String> {
         admin.create(id, usage)?;
     }
     admin.create(HEALTH_KEY, KeyUsage::BOTH)?;
+    write_dev_config(dir, listen, SOFTWARE_BACKEND)?;
+    Ok(config_path)
+}
+
+/// The `[backend]` part of the software dev config.
+const SOFTWARE_BACKEND: &str = "# The keys are in keys.json and are NOT protected by an HSM.\n\n\
+[backend]\nkind = \"software\"\nhealth_key = \"keygate-health\"\n\n\
+[backend.software]\nkey_file = \"keys.json\"\n";
+
+/// Generates the dev credential and writes `dir/keygate.toml` with `backend` as its backend.
+fn write_dev_config(dir: &Path, listen: SocketAddr, backend: &str) -> Result<(), String> {
+    let config_path = dir.join(CONFIG_NAME);
     let rand_err = |e: getrandom::Error| format!("no randomness: {e}");
     let access_key_id = AccessKeyId::generate().map_err(rand_err)?;
     let secret = Secret::generate().map_err(rand_err)?;
@@ -73,12 +87,16 @@ pub fn bootstrap(dir: &Path, listen: SocketAddr) -> Result<PathBuf, String> {
             .unwrap_or("x")
             .to_ascii_lowercase()
     );
-    let text = dev_config(listen, &prefix, &access_key_id);
-    write_private(&config_path, &text)?;
-    Ok(config_path)
+    let text = dev_config(listen, &prefix, &access_key_id, backend);
+    write_private(&config_path, &text)
 }
 
-fn dev_config(listen: SocketAddr, prefix: &str, access_key_id: &AccessKeyId) -> String {
+fn dev_config(
+    listen: SocketAddr,
+    prefix: &str,
+    access_key_id: &AccessKeyId,
+    backend: &str,
+) -> String {
     let keys: Vec<String> = DEV_KEYS.iter().map(|(id, _)| format!("{id:?}")).collect();
     let mut t = String::new();
     let _ = writeln!(
@@ -87,17 +105,9 @@ fn dev_config(listen: SocketAddr, prefix: &str, access_key_id: &AccessKeyId) -> 
     );
     let _ = writeln!(
         t,
-        "# The keys are in keys.json and are NOT protected by an HSM.\n"
-    );
-    let _ = writeln!(
-        t,
         "[server]\nlisten = \"{listen}\"\nregion = \"us-east-1\"\n"
     );
-    let _ = writeln!(
-        t,
-        "[backend]\nkind = \"software\"\nhealth_key = \"{HEALTH_KEY}\"\n"
-    );
-    let _ = writeln!(t, "[backend.software]\nkey_file = \"keys.json\"\n");
+    let _ = writeln!(t, "{backend}");
     let _ = writeln!(
         t,
         "[[keystore]]\nname = \"dev\"\nuri_prefix = \"{prefix}\"\nkeys = [{}]\n",
@@ -117,11 +127,21 @@ fn write_private(path: &Path, text: &str) -> Result<(), String> {
 }
 
 /// The banner printed when a dev server starts: where it is, and a curl command to call it.
-pub fn banner(config_dir: &Path, addr: SocketAddr, prefix: &str, access_key_id: &str) -> String {
+pub fn banner(
+    config_dir: &Path,
+    addr: SocketAddr,
+    prefix: &str,
+    access_key_id: &str,
+    backend_kind: &str,
+) -> String {
+    let protection = match backend_kind {
+        "pkcs11" => "in a SoftHSMv2 token via PKCS#11",
+        _ => "software, NOT HSM-protected",
+    };
     let secret_file = config_dir.join(SECRET_NAME);
     let base = format!("http://{addr}{prefix}/kms/xks/v1");
     format!(
-        "keygate dev server\n  endpoint:       http://{addr}\n  uri path:       {prefix}/kms/xks/v1\n  access key id:  {access_key_id}\n  secret:         in {secret}\n  keys:           foo, encrypt_only_key, decrypt_only_key, impotent_key (software, NOT HSM-protected)\n\nTry it:\n  curl -sS --aws-sigv4 \"aws:amz:us-east-1:kms-xks-proxy\" \\\n    --user \"{access_key_id}:$(cat {secret})\" \\\n    -H \"Content-Type: application/json\" \\\n    -d '{{\"requestMetadata\":{{\"awsPrincipalArn\":\"arn:aws:iam::111122223333:user/alice\",\"kmsKeyArn\":\"arn:aws:kms:us-east-1:111122223333:key/dev\",\"kmsOperation\":\"Encrypt\",\"kmsRequestId\":\"dev-1\"}},\"plaintext\":\"SGVsbG8gV29ybGQh\",\"encryptionAlgorithm\":\"AES_GCM\"}}' \\\n    {base}/keys/foo/encrypt\n",
+        "keygate dev server\n  endpoint:       http://{addr}\n  uri path:       {prefix}/kms/xks/v1\n  access key id:  {access_key_id}\n  secret:         in {secret}\n  keys:           foo, encrypt_only_key, decrypt_only_key, impotent_key ({protection})\n\nTry it:\n  curl -sS --aws-sigv4 \"aws:amz:us-east-1:kms-xks-proxy\" \\\n    --user \"{access_key_id}:$(cat {secret})\" \\\n    -H \"Content-Type: application/json\" \\\n    -d '{{\"requestMetadata\":{{\"awsPrincipalArn\":\"arn:aws:iam::111122223333:user/alice\",\"kmsKeyArn\":\"arn:aws:kms:us-east-1:111122223333:key/dev\",\"kmsOperation\":\"Encrypt\",\"kmsRequestId\":\"dev-1\"}},\"plaintext\":\"SGVsbG8gV29ybGQh\",\"encryptionAlgorithm\":\"AES_GCM\"}}' \\\n    {base}/keys/foo/encrypt\n",
         secret = secret_file.display(),
     )
 }
