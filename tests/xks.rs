@@ -30,31 +30,35 @@ macro_rules! xks_suite {
     };
 }
 
-xks_suite!(
-    software,
-    TestBackend::Software,
-    [
-        health_reports_fleet_and_backend,
-        health_rejects_malformed_bodies,
-        metadata_reports_spec_usage_and_status,
-        round_trips_with_and_without_aad,
-        cdiv_is_recomputable_and_self_checked,
-        tampering_is_invalid_ciphertext,
-        wrong_iv_and_tag_lengths_are_rejected,
-        key_usage_is_enforced,
-        disabled_keys_are_invalid_state,
-        unknown_keys_are_not_found,
-        paths_are_checked_before_authentication,
-        other_methods_get_405,
-        sigv4_styles_all_verify,
-        sigv4_negatives_fail_authentication,
-        second_credential_and_keystore_isolation,
-        spec_minimum_sizes_work_and_the_cap_is_501,
-        malformed_bodies_are_validation_errors,
-        unknown_fields_and_operations_are_tolerated,
-        responses_are_compact_json,
-    ]
-);
+/// The one list of suite tests, run once per key backend.
+macro_rules! xks_suites {
+    ([$($test:ident),* $(,)?]) => {
+        xks_suite!(software, TestBackend::Software, [$($test),*]);
+        xks_suite!(pkcs11, TestBackend::Pkcs11, [$($test),*]);
+    };
+}
+
+xks_suites!([
+    health_reports_fleet_and_backend,
+    health_rejects_malformed_bodies,
+    metadata_reports_spec_usage_and_status,
+    round_trips_with_and_without_aad,
+    cdiv_is_recomputable_and_self_checked,
+    tampering_is_invalid_ciphertext,
+    wrong_iv_and_tag_lengths_are_rejected,
+    key_usage_is_enforced,
+    disabled_keys_are_invalid_state,
+    unknown_keys_are_not_found,
+    paths_are_checked_before_authentication,
+    other_methods_get_405,
+    sigv4_styles_all_verify,
+    sigv4_negatives_fail_authentication,
+    second_credential_and_keystore_isolation,
+    spec_minimum_sizes_work_and_the_cap_is_501,
+    malformed_bodies_are_validation_errors,
+    unknown_fields_and_operations_are_tolerated,
+    responses_are_compact_json,
+]);
 
 async fn health_reports_fleet_and_backend(s: &TestServer) {
     let mut c = s.client().await;

@@ -27,6 +27,7 @@ use keygate::keys::software::SoftwareAdmin;
 use keygate::keys::{KeyAdmin, KeyUsage};
 use serde_json::{Value, json};
 
+mod pkcs11;
 pub mod process;
 
 pub const AK: &str = "BETWEEN2TENAND3TENCHARACTERS";
@@ -40,6 +41,31 @@ pub const REGION: &str = "us-east-1";
 #[derive(Debug, Clone, Copy)]
 pub enum TestBackend {
     Software,
+    /// A real SoftHSMv2 token; the server runs as a `keygate serve` child process because
+    /// SoftHSMv2 reads SOFTHSM2_CONF at C_Initialize (see `pkcs11::server`).
+    Pkcs11,
+}
+
+/// The in-process `App` of a test server. A pkcs11 server runs keygate as a child process
+/// and has none; reaching for it there is a test bug and panics.
+pub struct InProcess(Option<Arc<App>>);
+
+impl std::fmt::Debug for InProcess {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.0 {
+            Some(app) => std::fmt::Debug::fmt(&**app, f),
+            None => f.write_str("(keygate runs as a child process)"),
+        }
+    }
+}
+
+impl std::ops::Deref for InProcess {
+    type Target = Arc<App>;
+    fn deref(&self) -> &Arc<App> {
+        self.0
+            .as_ref()
+            .expect("this test server runs keygate as a child process; it has no in-process App")
+    }
 }
 
 /// A running keygate server.
@@ -47,7 +73,8 @@ pub struct TestServer {
     pub addr: SocketAddr,
     pub dir: tempfile::TempDir,
     pub config_path: PathBuf,
-    pub app: Arc<App>,
+    pub app: InProcess,
+    child: Option<std::process::Child>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     pub task: Option<tokio::task::JoinHandle<()>>,
 }
@@ -57,8 +84,20 @@ impl Drop for TestServer {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 }
+
+/// The `[backend]` section of `base_config`; the pkcs11 server swaps it for its own.
+const SOFTWARE_BACKEND: &str = r#"[backend]
+kind = "software"
+health_key = "keygate-health"
+[backend.software]
+key_file = "keys.json"
+"#;
 
 /// The config every test server starts from; `extra` is appended (more key stores etc.).
 pub fn base_config(extra: &str) -> String {
@@ -72,12 +111,7 @@ region = "{REGION}"
 body_read_timeout_ms = 2000
 header_read_timeout_ms = 2000
 
-[backend]
-kind = "software"
-health_key = "keygate-health"
-[backend.software]
-key_file = "keys.json"
-
+{SOFTWARE_BACKEND}
 [[keystore]]
 name = "main"
 uri_prefix = "{PREFIX}"
@@ -109,6 +143,12 @@ impl TestServer {
         let dir = tempfile::tempdir().unwrap();
         match backend {
             TestBackend::Software => create_software_keys(&dir.path().join("keys.json")),
+            TestBackend::Pkcs11 => {
+                let text = config_text.to_owned();
+                return tokio::task::spawn_blocking(move || pkcs11::server(dir, &text))
+                    .await
+                    .unwrap();
+            }
         }
         let config_path = dir.path().join("keygate.toml");
         std::fs::write(&config_path, config_text).unwrap();
@@ -124,7 +164,8 @@ impl TestServer {
             addr,
             dir,
             config_path,
-            app,
+            app: InProcess(Some(app)),
+            child: None,
             shutdown: Some(tx),
             task: Some(task),
         }
