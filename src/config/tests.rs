@@ -155,3 +155,37 @@ fn secrets_come_from_env_or_file() {
             .contains("exactly one")
     );
 }
+
+#[test]
+fn pkcs11_backend_is_checked_with_the_rest() {
+    let missing = format!("{GOOD}\n[backend]\nkind = \"pkcs11\"\n");
+    let e = parse(&missing).unwrap_err().to_string();
+    assert!(e.contains("needs a [backend.pkcs11] table"), "{e}");
+    let bad = format!(
+        "{GOOD}\n[backend]\nkind = \"pkcs11\"\n[backend.pkcs11]\nmodule = \"nope.so\"\n\
+         session_pool_size = 0\n"
+    );
+    let e = parse(&bad).unwrap_err().problems.join("\n");
+    for needle in [
+        "nope.so",
+        "token_label",
+        "pin_env or pin_file",
+        "session_pool_size",
+    ] {
+        assert!(e.contains(needle), "{needle} missing from {e}");
+    }
+    let ok = format!(
+        "{GOOD}\n[backend]\nkind = \"pkcs11\"\n[backend.pkcs11]\nmodule = \"/bin/sh\"\n\
+         token_label = \"xks\"\npin = \"1234\"\niv_mode = \"zero_buffer\"\n"
+    );
+    let c = parse(&ok).unwrap();
+    match &c.backend.kind {
+        BackendKind::Pkcs11(s) => {
+            assert_eq!(s.iv_mode, crate::keys::pkcs11::IvMode::ZeroBuffer);
+            assert_eq!(s.pin.expose(), "1234");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(c.warnings.iter().any(|w| w.contains("pin_env or pin_file")));
+    assert!(!format!("{c:?}").contains("1234"));
+}
