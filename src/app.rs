@@ -113,7 +113,8 @@ impl App {
             }
             BackendKind::Pkcs11(settings) => {
                 let b = crate::keys::pkcs11::Pkcs11Backend::open(settings.clone())
-                    .map_err(|e| e.to_string())?;
+                    .map_err(|e| e.to_string())?
+                    .with_sessions_gauge(metrics.sessions_in_use());
                 (Arc::new(b), None)
             }
         };
@@ -232,6 +233,7 @@ impl App {
 fn backend_name(kind: &BackendKind) -> &'static str {
     match kind {
         BackendKind::Software { .. } => "software",
+        BackendKind::Pkcs11(_) => "pkcs11",
     }
 }
 

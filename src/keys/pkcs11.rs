@@ -18,6 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, TryAcquireError};
 use zeroize::Zeroizing;
 
@@ -34,6 +35,8 @@ use crate::keys::{EkmInstance, KeyBackend, KeyError, KeyInfo, KeyOp, Sealed, Sea
 pub struct Pkcs11Backend {
     engine: Arc<Engine>,
     permits: Arc<Semaphore>,
+    /// HSM calls in progress (sessions in use), for the metrics endpoint.
+    in_use: Gauge,
 }
 
 impl Pkcs11Backend {
@@ -45,7 +48,17 @@ impl Pkcs11Backend {
         }
         let permits = Arc::new(Semaphore::new(settings.session_pool_size));
         let engine = Arc::new(Engine::open(settings)?);
-        Ok(Pkcs11Backend { engine, permits })
+        Ok(Pkcs11Backend {
+            engine,
+            permits,
+            in_use: Gauge::default(),
+        })
+    }
+
+    /// Reports the number of HSM calls in progress through `gauge`.
+    pub fn with_sessions_gauge(mut self, gauge: Gauge) -> Pkcs11Backend {
+        self.in_use = gauge;
+        self
     }
 
     /// Waits (up to `within`) until no HSM call is running, then closes the module.
@@ -89,11 +102,14 @@ impl Pkcs11Backend {
     {
         let permit = self.permit().await?;
         let engine = self.engine.clone();
+        let in_use = self.in_use.clone();
+        in_use.inc();
         let task = tokio::task::spawn_blocking(move || {
             let result = job(&engine);
             // Release the engine before the permit: once `shutdown` holds every permit, no
             // worker holds the module any more.
             drop(engine);
+            in_use.dec();
             drop(permit);
             result
         });
