@@ -20,6 +20,7 @@
 #![forbid(unsafe_code)]
 
 pub mod app;
+pub mod certs;
 pub mod cli;
 pub mod config;
 pub mod credentials;

@@ -20,6 +20,7 @@ use crate::router;
 
 pub mod peer_limit;
 pub mod timed_io;
+pub mod tls;
 
 use peer_limit::PeerLimit;
 use timed_io::TimedIo;

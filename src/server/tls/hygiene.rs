@@ -1,0 +1,121 @@
+//! Per-connection limits of the TLS layer: TCP keepalive, a bounded TLS handshake, and a
+//! connection cap for listeners without their own (the admin listener). Header, body and idle
+//! keep-alive deadlines live in `server/timed_io.rs`.
+
+use std::io;
+use std::sync::Arc;
+use std::time::Duration;
+
+use socket2::{SockRef, TcpKeepalive};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::server::TlsStream;
+
+use super::verifier::{RefusalReason, Refusals};
+
+/// Connection limits. The defaults suit KMS behind an NLB.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnLimits {
+    /// Longest a TLS handshake may take once the TCP connection is accepted.
+    pub handshake_timeout: Duration,
+    /// Idle time before the first TCP keepalive probe.
+    pub keepalive_time: Duration,
+    /// Time between keepalive probes.
+    pub keepalive_interval: Duration,
+    /// Unanswered probes before the kernel drops the connection.
+    pub keepalive_retries: u32,
+}
+
+impl Default for ConnLimits {
+    fn default() -> Self {
+        ConnLimits {
+            handshake_timeout: Duration::from_secs(5),
+            keepalive_time: Duration::from_secs(60),
+            keepalive_interval: Duration::from_secs(5),
+            keepalive_retries: 3,
+        }
+    }
+}
+
+/// Turns on TCP keepalive probes so dead peers are reaped instead of piling up.
+pub fn set_tcp_keepalive(stream: &TcpStream, limits: &ConnLimits) -> io::Result<()> {
+    let keepalive = TcpKeepalive::new()
+        .with_time(limits.keepalive_time)
+        .with_interval(limits.keepalive_interval)
+        .with_retries(limits.keepalive_retries);
+    SockRef::from(stream).set_tcp_keepalive(&keepalive)
+}
+
+/// A connection cap: the accept loop takes a permit before accepting and the connection
+/// task holds it until the connection ends.
+#[derive(Debug, Clone)]
+pub struct ConnectionCap(Arc<Semaphore>);
+
+impl ConnectionCap {
+    pub fn new(max_connections: usize) -> ConnectionCap {
+        ConnectionCap(Arc::new(Semaphore::new(max_connections.max(1))))
+    }
+
+    /// Waits for a free slot.
+    pub async fn acquire(&self) -> OwnedSemaphorePermit {
+        loop {
+            // The semaphore is never closed, so this only loops in theory.
+            if let Ok(permit) = self.0.clone().acquire_owned().await {
+                return permit;
+            }
+            tokio::task::yield_now().await;
+        }
+    }
+
+    /// Slots free right now.
+    pub fn available(&self) -> usize {
+        self.0.available_permits()
+    }
+}
+
+/// Why a TLS handshake did not complete.
+#[derive(Debug, thiserror::Error)]
+pub enum HandshakeError {
+    #[error("TLS handshake did not finish within {0:?}")]
+    Timeout(Duration),
+    #[error("TLS handshake failed: {0}")]
+    Failed(#[source] io::Error),
+}
+
+impl HandshakeError {
+    /// The rustls error behind a failed handshake, if any (not an I/O error or timeout).
+    pub fn rustls_error(&self) -> Option<&rustls::Error> {
+        match self {
+            HandshakeError::Failed(e) => e.get_ref()?.downcast_ref::<rustls::Error>(),
+            HandshakeError::Timeout(_) => None,
+        }
+    }
+}
+
+/// Runs the TLS handshake with a time limit. A client that sent no certificate to an mTLS
+/// listener is counted here (rustls refuses it before any verifier runs).
+pub async fn handshake<IO>(
+    acceptor: &TlsAcceptor,
+    io: IO,
+    timeout: Duration,
+    refusals: &Refusals,
+) -> Result<TlsStream<IO>, HandshakeError>
+where
+    IO: AsyncRead + AsyncWrite + Unpin,
+{
+    let result = match tokio::time::timeout(timeout, acceptor.accept(io)).await {
+        Ok(Ok(stream)) => return Ok(stream),
+        Ok(Err(e)) => HandshakeError::Failed(e),
+        Err(_) => HandshakeError::Timeout(timeout),
+    };
+    if let Some(rustls::Error::NoCertificatesPresented) = result.rustls_error() {
+        refusals.record(
+            RefusalReason::NoCertificate,
+            None,
+            "peer sent no certificate",
+        );
+    }
+    Err(result)
+}

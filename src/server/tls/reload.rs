@@ -1,0 +1,163 @@
+//! Certificate reload without restart: the configuration in force lives in an `ArcSwap`;
+//! `reload()` rebuilds it from the files and swaps it in only if the new one is good.
+//! Triggered by SIGHUP and by a change of any file's mtime or size (polled). Connections
+//! already open keep the configuration they were accepted with.
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime};
+
+use arc_swap::ArcSwap;
+use rustls::ServerConfig;
+use tokio_rustls::TlsAcceptor;
+
+use super::TlsError;
+use super::build::server_config;
+use super::settings::TlsSettings;
+use super::verifier::Refusals;
+
+/// How often the watcher looks at the files' mtimes.
+pub const POLL_INTERVAL: Duration = Duration::from_secs(2);
+
+/// Holds the TLS configuration in force and replaces it on demand.
+#[derive(Debug)]
+pub struct TlsReloader {
+    settings: TlsSettings,
+    refusals: Arc<Refusals>,
+    current: ArcSwap<ServerConfig>,
+    reloaded: AtomicU64,
+    rejected: AtomicU64,
+}
+
+impl TlsReloader {
+    /// Builds the first configuration; fails if the files are not usable.
+    pub fn new(settings: TlsSettings, refusals: Arc<Refusals>) -> Result<TlsReloader, TlsError> {
+        let first = server_config(&settings, &refusals)?;
+        Ok(TlsReloader {
+            settings,
+            refusals,
+            current: ArcSwap::new(first),
+            reloaded: AtomicU64::new(0),
+            rejected: AtomicU64::new(0),
+        })
+    }
+
+    /// The configuration new connections are accepted with.
+    pub fn current(&self) -> Arc<ServerConfig> {
+        self.current.load_full()
+    }
+
+    /// An acceptor for the configuration in force.
+    pub fn acceptor(&self) -> TlsAcceptor {
+        TlsAcceptor::from(self.current())
+    }
+
+    /// The refusal counters the mTLS verifier records into.
+    pub fn refusals(&self) -> &Arc<Refusals> {
+        &self.refusals
+    }
+
+    pub fn settings(&self) -> &TlsSettings {
+        &self.settings
+    }
+
+    /// Successful reloads so far.
+    pub fn reloads(&self) -> u64 {
+        self.reloaded.load(Ordering::Relaxed)
+    }
+
+    /// Reloads refused so far (the old configuration stayed in force).
+    pub fn rejected_reloads(&self) -> u64 {
+        self.rejected.load(Ordering::Relaxed)
+    }
+
+    /// Re-reads certificate chain, key and client CA. On any problem the configuration in
+    /// force is kept and the reason is logged and returned.
+    pub fn reload(&self) -> Result<(), TlsError> {
+        match server_config(&self.settings, &self.refusals) {
+            Ok(config) => {
+                self.current.store(config);
+                self.reloaded.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(cert = %self.settings.cert_chain.display(), "TLS configuration reloaded");
+                Ok(())
+            }
+            Err(e) => {
+                self.rejected.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(error = %e, "TLS reload refused; the previous certificate stays in force");
+                Err(e)
+            }
+        }
+    }
+
+    /// Reloads on SIGHUP and whenever a file's mtime or size changes (checked every `poll`),
+    /// until `shutdown` completes.
+    pub async fn watch(self: Arc<Self>, poll: Duration, shutdown: impl Future<Output = ()>) {
+        let mut hangup = hangup_signal();
+        let mut stamps = Stamps::read(&self.settings.files());
+        let mut ticker = tokio::time::interval(poll);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                () = &mut shutdown => return,
+                () = next_hangup(&mut hangup) => {
+                    tracing::info!("SIGHUP: reloading TLS configuration");
+                    stamps = Stamps::read(&self.settings.files());
+                    let _ = self.reload();
+                }
+                _ = ticker.tick() => {
+                    let now = Stamps::read(&self.settings.files());
+                    if now != stamps {
+                        tracing::info!("TLS files changed: reloading");
+                        stamps = now;
+                        let _ = self.reload();
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Modification time and size of each watched file (`None` if unreadable).
+#[derive(Debug, PartialEq, Eq)]
+struct Stamps(Vec<(PathBuf, Option<(SystemTime, u64)>)>);
+
+impl Stamps {
+    fn read(files: &[&Path]) -> Stamps {
+        Stamps(
+            files
+                .iter()
+                .map(|p| {
+                    let meta = std::fs::metadata(p).ok();
+                    let stamp = meta.and_then(|m| Some((m.modified().ok()?, m.len())));
+                    (p.to_path_buf(), stamp)
+                })
+                .collect(),
+        )
+    }
+}
+
+type Hangup = Option<tokio::signal::unix::Signal>;
+
+fn hangup_signal() -> Hangup {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::hangup()) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot listen for SIGHUP; reloading on file change only");
+            None
+        }
+    }
+}
+
+/// Completes on the next SIGHUP; never, when signals are unavailable.
+async fn next_hangup(hangup: &mut Hangup) {
+    if let Some(s) = hangup
+        && s.recv().await.is_some()
+    {
+        return;
+    }
+    std::future::pending::<()>().await
+}
