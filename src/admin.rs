@@ -1,7 +1,7 @@
 //! The plain-HTTP admin listener for load balancers and orchestrators: `/ping`, `/healthz`
-//! (liveness) and `/readyz` (readiness), on its own port so an mTLS-only XKS listener can
-//! still be health-checked. Never serves XKS requests. To add an endpoint, add an arm to
-//! [`route`].
+//! (liveness), `/readyz` (readiness) and `/metrics` (OpenMetrics), on its own port so an
+//! mTLS-only XKS listener can still be health-checked. Never serves XKS requests. To add an
+//! endpoint, add an arm to [`route`].
 
 use std::convert::Infallible;
 use std::fmt;
@@ -65,6 +65,7 @@ impl Readiness for AppReadiness {
 pub struct AdminState {
     version: String,
     readiness: Arc<dyn Readiness>,
+    metrics: Option<Arc<crate::metrics::Metrics>>,
 }
 
 impl AdminState {
@@ -72,7 +73,14 @@ impl AdminState {
         AdminState {
             version: version.into(),
             readiness,
+            metrics: None,
         }
+    }
+
+    /// Serves `metrics` at `/metrics` (404 without).
+    pub fn with_metrics(mut self, metrics: Arc<crate::metrics::Metrics>) -> AdminState {
+        self.metrics = Some(metrics);
+        self
     }
 }
 
@@ -143,6 +151,17 @@ pub async fn route(req: &Request<Incoming>, state: &AdminState) -> Response<Full
                 StatusCode::SERVICE_UNAVAILABLE,
                 &format!("not ready: {reason}\n"),
             ),
+        },
+        "/metrics" => match &state.metrics {
+            Some(m) => {
+                let mut r = text(StatusCode::OK, &m.encode());
+                r.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    header::HeaderValue::from_static(crate::metrics::CONTENT_TYPE),
+                );
+                r
+            }
+            None => text(StatusCode::NOT_FOUND, "not found\n"),
         },
         _ => text(StatusCode::NOT_FOUND, "not found\n"),
     }

@@ -12,6 +12,7 @@ use crate::keys::KeyBackend;
 use crate::keys::software::SoftwareBackend;
 use crate::metrics::backend::MeteredBackend;
 use crate::metrics::{CredentialRecord, Metrics};
+use crate::server::tls::{Refusals, TlsReloader};
 use crate::shed::{InFlight, InFlightGuard, RateLimiter, Shed};
 use crate::sigv4::Credential;
 use crate::xks::api;
@@ -98,6 +99,8 @@ pub struct App {
     limits: ArcSwap<LimitSettings>,
     pub metrics: Arc<Metrics>,
     in_flight: InFlight,
+    /// HTTPS on the XKS listener (`None`: plain HTTP), reloadable.
+    pub tls: Option<Arc<TlsReloader>>,
 }
 
 impl App {
@@ -124,6 +127,16 @@ impl App {
             config.backend.health_key.clone(),
             config.server.fleet_size,
         );
+        let tls = match &config.tls {
+            Some(t) => {
+                let m = metrics.clone();
+                let reloader = TlsReloader::new(t.clone(), Refusals::new())
+                    .map_err(|e| e.to_string())?
+                    .observe_expiry(Box::new(move |at| m.set_certificate_not_after(at)));
+                Some(Arc::new(reloader))
+            }
+            None => None,
+        };
         let app = App {
             keystores: ArcSwap::from_pointee(Keystores::from_config(config)),
             backend,
@@ -132,6 +145,7 @@ impl App {
             limits: ArcSwap::from_pointee(config.limits),
             in_flight: InFlight::new(metrics.in_flight()),
             metrics,
+            tls,
         };
         Ok(app)
     }

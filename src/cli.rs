@@ -14,6 +14,7 @@ use crate::credentials::{AccessKeyId, Secret};
 use crate::keys::pkcs11::Pkcs11Admin;
 use crate::keys::software::SoftwareAdmin;
 use crate::keys::{KeyAdmin, KeyListing, KeyUsage};
+use crate::server::tls::{TlsSettings, TlsToml};
 use crate::telemetry::{self, LogFormat};
 
 /// Exit code for usage and configuration errors (EX_USAGE).
@@ -42,6 +43,21 @@ enum Command {
     /// Key store helpers for the AWS KMS console.
     #[command(subcommand)]
     Keystore(KeystoreCommand),
+    /// Certificates for development and tests.
+    #[command(subcommand)]
+    Certs(CertsCommand),
+}
+
+#[derive(Subcommand, Debug)]
+enum CertsCommand {
+    /// Write a development CA, a server certificate for localhost and 127.0.0.1 (full chain)
+    /// and client certificates for tests (valid, wrong name, expired, self-signed, other CA).
+    Dev {
+        dir: PathBuf,
+        /// CN and SAN of the valid client certificate.
+        #[arg(long, default_value = crate::certs::DEFAULT_CLIENT_NAME)]
+        client_name: String,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -64,6 +80,47 @@ struct ServeArgs {
     listen: Option<SocketAddr>,
     #[arg(long, value_enum, default_value = "json")]
     log_format: LogFormat,
+    #[command(flatten)]
+    tls: TlsArgs,
+    /// Plain-HTTP admin listener (/ping, /healthz, /readyz), overriding `[admin] listen`.
+    #[arg(long)]
+    admin_listen: Option<SocketAddr>,
+}
+
+/// TLS flags; each overrides the same `[tls]` setting of the config file.
+#[derive(Args, Debug, Default)]
+struct TlsArgs {
+    /// PEM file: server certificate followed by its intermediates.
+    #[arg(long)]
+    tls_cert: Option<PathBuf>,
+    /// PEM file: the server certificate's private key.
+    #[arg(long)]
+    tls_key: Option<PathBuf>,
+    /// PEM bundle of CAs client certificates must chain to (turns on mTLS).
+    #[arg(long)]
+    client_ca: Option<PathBuf>,
+    /// Name client certificates must carry as CN or SAN dNSName.
+    #[arg(long)]
+    client_name: Option<String>,
+}
+
+impl TlsArgs {
+    fn given(&self) -> bool {
+        self.tls_cert.is_some()
+            || self.tls_key.is_some()
+            || self.client_ca.is_some()
+            || self.client_name.is_some()
+    }
+
+    fn into_toml(self) -> TlsToml {
+        let abs = |p: Option<PathBuf>| p.map(|p| std::path::absolute(&p).unwrap_or(p));
+        TlsToml {
+            cert_chain: abs(self.tls_cert),
+            key: abs(self.tls_key),
+            client_ca: abs(self.client_ca),
+            client_name: self.client_name,
+        }
+    }
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -142,6 +199,7 @@ pub fn main() -> ExitCode {
         Command::Config(ConfigCommand::Check { file }) => config_check(&file),
         Command::Keys(a) => keys(a),
         Command::Keystore(c) => keystore(c),
+        Command::Certs(CertsCommand::Dev { dir, client_name }) => certs_dev(&dir, client_name),
     }
 }
 
@@ -201,6 +259,13 @@ fn serve(args: ServeArgs) -> ExitCode {
     if let Some(listen) = args.listen {
         config.server.listen = listen;
     }
+    if let Some(admin) = args.admin_listen {
+        config.admin_listen = Some(admin);
+    }
+    let dev_ca = match apply_tls(&mut config, args.tls, args.dev.then_some(&args.data_dir)) {
+        Ok(ca) => ca,
+        Err(code) => return code,
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -211,7 +276,12 @@ fn serve(args: ServeArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(serve_config(config, args.dev, args.listen.is_some())) {
+    match runtime.block_on(serve_config(
+        config,
+        dev_ca,
+        args.dev,
+        args.listen.is_some(),
+    )) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %e, "keygate stopped");
@@ -221,7 +291,78 @@ fn serve(args: ServeArgs) -> ExitCode {
     }
 }
 
-async fn serve_config(config: Config, dev: bool, listen_overridden: bool) -> Result<(), String> {
+/// Applies the TLS flags over `[tls]`; in dev mode without any TLS setting, uses (and if
+/// needed makes) a development certificate in the data dir and returns its CA file.
+fn apply_tls(
+    config: &mut Config,
+    flags: TlsArgs,
+    dev_dir: Option<&PathBuf>,
+) -> Result<Option<PathBuf>, ExitCode> {
+    if flags.given() {
+        let base = config
+            .tls
+            .as_ref()
+            .map(TlsSettings::to_toml)
+            .unwrap_or_default();
+        let cwd = std::env::current_dir().unwrap_or_default();
+        config.tls = Some(base.overridden_by(flags.into_toml()).check(&cwd).map_err(
+            |problems| {
+                eprintln!("keygate: the TLS settings are not valid:");
+                for p in &problems {
+                    eprintln!("  - {p}");
+                }
+                ExitCode::from(EXIT_USAGE)
+            },
+        )?);
+        // The dev banner then shows https; the CA is whoever issued --tls-cert.
+        return Ok(dev_dir.map(|_| PathBuf::from("<CA of --tls-cert>")));
+    }
+    let Some(dir) = dev_dir.filter(|_| config.tls.is_none()) else {
+        return Ok(None);
+    };
+    match crate::certs::ensure_dev_server(&dir.join("tls")) {
+        Ok((server, ca)) => {
+            config.tls = Some(TlsSettings::new(server.cert, server.key));
+            Ok(Some(ca))
+        }
+        Err(e) => {
+            eprintln!("keygate: cannot prepare the development certificate: {e}");
+            Err(ExitCode::FAILURE)
+        }
+    }
+}
+
+fn certs_dev(dir: &Path, client_name: String) -> ExitCode {
+    let opts = crate::certs::DevOptions {
+        client_name,
+        ..Default::default()
+    };
+    match crate::certs::write_dev_set(dir, &opts) {
+        Ok(set) => {
+            println!(
+                "wrote development certificates to {} (NOT for production)\n  CA:     {}\n  server: {} (full chain), {}\n  client: {}, {}",
+                dir.display(),
+                set.ca.cert.display(),
+                set.server.cert.display(),
+                set.server.key.display(),
+                set.client.cert.display(),
+                set.client.key.display()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("keygate: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve_config(
+    config: Config,
+    dev_ca: Option<PathBuf>,
+    dev: bool,
+    listen_overridden: bool,
+) -> Result<(), String> {
     for w in &config.warnings {
         tracing::warn!("{w}");
     }
@@ -254,12 +395,46 @@ async fn serve_config(config: Config, dev: bool, listen_overridden: bool) -> Res
         let _ = writeln!(
             std::io::stdout(),
             "{}",
-            crate::dev::banner(dir, addr, &ks.uri_prefix, &ak, app.backend.kind())
+            crate::dev::banner(
+                dir,
+                addr,
+                &ks.uri_prefix,
+                &ak,
+                app.backend.kind(),
+                dev_ca.as_deref()
+            )
         );
     }
     app.health.refresh().await;
     let background = app.spawn_background();
-    crate::server::run(listener, app.clone(), shutdown_signal()).await;
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let wait = move || {
+        let mut rx = stopped.clone();
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }
+    };
+    if let Some(tls) = &app.tls {
+        let poll = crate::server::tls::reload::POLL_INTERVAL;
+        tokio::spawn(tls.clone().watch(poll, wait()));
+    }
+    if let Some(admin_addr) = config.admin_listen {
+        let admin = tokio::net::TcpListener::bind(admin_addr)
+            .await
+            .map_err(|e| format!("cannot listen on {admin_addr} (admin): {e}"))?;
+        tracing::info!(addr = %admin_addr, "admin listener on plain HTTP");
+        let state = crate::admin::AdminState::new(
+            env!("CARGO_PKG_VERSION"),
+            Arc::new(crate::admin::AppReadiness::new(app.clone())),
+        )
+        .with_metrics(app.metrics.clone());
+        tokio::spawn(crate::admin::run(admin, state, wait()));
+    }
+    crate::server::run(listener, app.clone(), async move {
+        shutdown_signal().await;
+        let _ = stop.send(true);
+    })
+    .await;
     background.abort();
     reloads.abort();
     app.finish().await;

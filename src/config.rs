@@ -10,6 +10,7 @@ use serde::Deserialize;
 
 use crate::credentials::{AccessKeyId, Secret};
 use crate::keys::valid_key_id;
+use crate::server::tls::{TlsSettings, TlsToml};
 use crate::shed::RateLimit;
 
 /// The spec's minimum plaintext/ciphertext size a proxy must support.
@@ -47,6 +48,15 @@ struct RawConfig {
     backend: RawBackend,
     #[serde(default)]
     keystore: Vec<RawKeystore>,
+    tls: Option<TlsToml>,
+    #[serde(default)]
+    admin: RawAdmin,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawAdmin {
+    listen: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -122,6 +132,10 @@ pub struct Config {
     pub limits: LimitSettings,
     pub backend: BackendSettings,
     pub keystores: Vec<KeystoreSettings>,
+    /// `[tls]`: HTTPS (and optional mTLS) on the XKS listener; `None` serves plain HTTP.
+    pub tls: Option<TlsSettings>,
+    /// `[admin] listen`: the plain-HTTP admin listener (/ping, /healthz, /readyz).
+    pub admin_listen: Option<SocketAddr>,
     /// Things worth a warning that do not stop the server.
     pub warnings: Vec<String>,
 }
@@ -212,6 +226,14 @@ impl Config {
         let limits = c.limits(raw.limits);
         let backend = c.backend(raw.backend, &base);
         let keystores = c.keystores(raw.keystore, &server.region, &base);
+        let tls = raw.tls.and_then(|t| match t.check(&base) {
+            Ok(t) => Some(t),
+            Err(p) => {
+                c.problems.extend(p);
+                None
+            }
+        });
+        let admin_listen = c.admin_listen(raw.admin.listen);
         if !c.problems.is_empty() {
             return Err(ConfigError {
                 problems: c.problems,
@@ -223,6 +245,8 @@ impl Config {
             limits,
             backend,
             keystores,
+            tls,
+            admin_listen,
             warnings: c.warnings,
         })
     }
@@ -249,6 +273,17 @@ struct Checker {
 }
 
 impl Checker {
+    fn admin_listen(&mut self, raw: Option<String>) -> Option<SocketAddr> {
+        let text = raw?;
+        let parsed = text.parse().ok();
+        if parsed.is_none() {
+            self.problems.push(format!(
+                "admin.listen {text:?} is not an address like 127.0.0.1:9090"
+            ));
+        }
+        parsed
+    }
+
     fn server(&mut self, raw: RawServer) -> ServerSettings {
         let listen_text = raw.listen.unwrap_or_else(|| "127.0.0.1:8443".into());
         let listen = listen_text.parse().unwrap_or_else(|_| {

@@ -127,21 +127,27 @@ fn write_private(path: &Path, text: &str) -> Result<(), String> {
 }
 
 /// The banner printed when a dev server starts: where it is, and a curl command to call it.
+/// With `ca` (the development CA of an HTTPS dev server) the command uses https and --cacert.
 pub fn banner(
     config_dir: &Path,
     addr: SocketAddr,
     prefix: &str,
     access_key_id: &str,
     backend_kind: &str,
+    ca: Option<&Path>,
 ) -> String {
     let protection = match backend_kind {
         "pkcs11" => "in a SoftHSMv2 token via PKCS#11",
         _ => "software, NOT HSM-protected",
     };
     let secret_file = config_dir.join(SECRET_NAME);
-    let base = format!("http://{addr}{prefix}/kms/xks/v1");
+    let (scheme, cacert) = match ca {
+        Some(ca) => ("https", format!("--cacert {} ", ca.display())),
+        None => ("http", String::new()),
+    };
+    let base = format!("{scheme}://{addr}{prefix}/kms/xks/v1");
     format!(
-        "keygate dev server\n  endpoint:       http://{addr}\n  uri path:       {prefix}/kms/xks/v1\n  access key id:  {access_key_id}\n  secret:         in {secret}\n  keys:           foo, encrypt_only_key, decrypt_only_key, impotent_key ({protection})\n\nTry it:\n  curl -sS --aws-sigv4 \"aws:amz:us-east-1:kms-xks-proxy\" \\\n    --user \"{access_key_id}:$(cat {secret})\" \\\n    -H \"Content-Type: application/json\" \\\n    -d '{{\"requestMetadata\":{{\"awsPrincipalArn\":\"arn:aws:iam::111122223333:user/alice\",\"kmsKeyArn\":\"arn:aws:kms:us-east-1:111122223333:key/dev\",\"kmsOperation\":\"Encrypt\",\"kmsRequestId\":\"dev-1\"}},\"plaintext\":\"SGVsbG8gV29ybGQh\",\"encryptionAlgorithm\":\"AES_GCM\"}}' \\\n    {base}/keys/foo/encrypt\n",
+        "keygate dev server\n  endpoint:       {scheme}://{addr}\n  uri path:       {prefix}/kms/xks/v1\n  access key id:  {access_key_id}\n  secret:         in {secret}\n  keys:           foo, encrypt_only_key, decrypt_only_key, impotent_key ({protection})\n\nTry it:\n  curl -sS {cacert}--aws-sigv4 \"aws:amz:us-east-1:kms-xks-proxy\" \\\n    --user \"{access_key_id}:$(cat {secret})\" \\\n    -H \"Content-Type: application/json\" \\\n    -d '{{\"requestMetadata\":{{\"awsPrincipalArn\":\"arn:aws:iam::111122223333:user/alice\",\"kmsKeyArn\":\"arn:aws:kms:us-east-1:111122223333:key/dev\",\"kmsOperation\":\"Encrypt\",\"kmsRequestId\":\"dev-1\"}},\"plaintext\":\"SGVsbG8gV29ybGQh\",\"encryptionAlgorithm\":\"AES_GCM\"}}' \\\n    {base}/keys/foo/encrypt\n",
         secret = secret_file.display(),
     )
 }

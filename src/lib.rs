@@ -4,6 +4,7 @@
 //!
 //! ```text
 //! server.rs         accept (connection permit), per-connection deadlines (server/timed_io.rs)
+//! server/tls.rs     TLS handshake, mTLS client name, certificate reload
 //! router.rs         match path -> InvalidUriPathException (before auth); 405; capped body read
 //! sigv4.rs          verify against the key store's credentials -> AuthenticationFailedException
 //! xks/api.rs        decode JSON into typed, bounded requests -> ValidationException

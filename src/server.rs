@@ -1,5 +1,6 @@
-//! The XKS listener: `run(listener, app, shutdown)` accepts connections under a cap, serves
-//! HTTP/1.1 keep-alive on each in its own task, and drains in-flight requests on shutdown.
+//! The XKS listener: `run(listener, app, shutdown)` accepts connections under a cap, runs the
+//! TLS handshake when HTTPS is configured (server/tls.rs), serves HTTP/1.1 keep-alive on each
+//! connection in its own task, and drains in-flight requests on shutdown.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -10,7 +11,7 @@ use std::time::Duration;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
@@ -64,13 +65,18 @@ pub async fn run(listener: TcpListener, app: Arc<App>, shutdown: impl Future<Out
         if let Err(e) = stream.set_nodelay(true) {
             tracing::debug!(%peer, error = %e, "cannot set TCP_NODELAY");
         }
-        let conn = ConnInfo {
-            peer,
-            client_subject: None,
-        };
-        let served = serve_connection(stream, conn, app.clone(), &graceful);
+        let (app, watcher) = (app.clone(), graceful.watcher());
         tokio::spawn(async move {
-            served.await;
+            match app.tls.clone() {
+                Some(tls) => serve_tls(stream, peer, app, &tls, watcher).await,
+                None => {
+                    let conn = ConnInfo {
+                        peer,
+                        client_subject: None,
+                    };
+                    serve_connection(stream, conn, app, watcher).await;
+                }
+            }
             drop((permit, peer_permit));
         });
     }
@@ -83,12 +89,41 @@ pub async fn run(listener: TcpListener, app: Arc<App>, shutdown: impl Future<Out
     }
 }
 
-/// Serves one connection (plain TCP here; the TLS layer hands in its stream the same way).
+/// Runs the TLS handshake (bounded, keepalive on) and serves the connection with the
+/// client certificate's subject, if any.
+async fn serve_tls(
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    app: Arc<App>,
+    tls: &tls::TlsReloader,
+    watcher: Watcher,
+) {
+    let limits = tls::ConnLimits::default();
+    if let Err(e) = tls::hygiene::set_tcp_keepalive(&stream, &limits) {
+        tracing::debug!(%peer, error = %e, "cannot set TCP keepalive");
+    }
+    let acceptor = tls.acceptor();
+    let stream =
+        match tls::handshake(&acceptor, stream, limits.handshake_timeout, tls.refusals()).await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                return;
+            }
+        };
+    let conn = ConnInfo {
+        peer,
+        client_subject: tls::client_subject(stream.get_ref().1),
+    };
+    serve_connection(stream, conn, app, watcher).await;
+}
+
+/// Serves one connection over any byte stream (plain TCP or TLS).
 pub fn serve_connection<I>(
     io: I,
     conn: ConnInfo,
     app: Arc<App>,
-    graceful: &GracefulShutdown,
+    watcher: Watcher,
 ) -> impl Future<Output = ()> + Send + 'static
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -115,7 +150,7 @@ where
         .max_buf_size(max_header_bytes)
         .keep_alive(true)
         .serve_connection(TokioIo::new(io), service);
-    let watched = graceful.watch(connection);
+    let watched = watcher.watch(connection);
     async move {
         if let Err(e) = watched.await {
             tracing::debug!(%peer, error = %e, "connection ended with an error");

@@ -332,9 +332,20 @@ fn regression_closed_stdout_does_not_stop_the_server() {
         std::thread::sleep(Duration::from_millis(50));
     }
     std::thread::sleep(Duration::from_millis(300));
+    let ca = dir.path().join("dev/tls/ca.pem");
     let out = Command::new("curl")
-        .args(["-sS", "-o", "/dev/null", "-w", "%{http_code}", "-X", "POST"])
-        .arg(format!("http://{listen}/kms/xks/v1/health"))
+        .args([
+            "-sS",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "-X",
+            "POST",
+            "--cacert",
+        ])
+        .arg(&ca)
+        .arg(format!("https://{listen}/kms/xks/v1/health"))
         .output()
         .expect("curl is needed");
     assert_eq!(

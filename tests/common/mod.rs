@@ -334,8 +334,11 @@ impl Client {
         Client::over(addr, stream).await
     }
 
-    /// A client over an already connected stream (to choose the source address).
-    pub async fn over(addr: SocketAddr, stream: tokio::net::TcpStream) -> Client {
+    /// A client over an already connected stream (e.g. TLS) to the server at `addr`.
+    pub async fn over<IO>(addr: SocketAddr, stream: IO) -> Client
+    where
+        IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
         let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
             .unwrap();

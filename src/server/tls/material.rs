@@ -94,6 +94,14 @@ pub(crate) fn read_roots(path: &Path) -> Result<RootCertStore, TlsError> {
     Ok(roots)
 }
 
+/// When the first certificate in `path` (the served leaf) expires; `None` if unreadable.
+pub(crate) fn leaf_not_after(path: &Path) -> Option<std::time::SystemTime> {
+    let certs = read_certs(path).ok()?;
+    let (_, leaf) = parse(path, certs.first()?).ok()?;
+    let secs = u64::try_from(leaf.validity().not_after.timestamp()).ok()?;
+    std::time::UNIX_EPOCH.checked_add(std::time::Duration::from_secs(secs))
+}
+
 fn parse<'a>(
     path: &Path,
     der: &'a CertificateDer<'_>,

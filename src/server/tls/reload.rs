@@ -15,11 +15,28 @@ use tokio_rustls::TlsAcceptor;
 
 use super::TlsError;
 use super::build::server_config;
+use super::material::leaf_not_after;
 use super::settings::TlsSettings;
 use super::verifier::Refusals;
 
 /// How often the watcher looks at the files' mtimes.
 pub const POLL_INTERVAL: Duration = Duration::from_secs(2);
+
+/// Told the served certificate's expiry after the first load and every successful reload
+/// (the metrics' days-to-expiry gauge).
+pub type ExpiryObserver = Box<dyn Fn(Option<SystemTime>) + Send + Sync>;
+
+struct Observer(Option<ExpiryObserver>);
+
+impl std::fmt::Debug for Observer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "Some(observer)"
+        } else {
+            "None"
+        })
+    }
+}
 
 /// Holds the TLS configuration in force and replaces it on demand.
 #[derive(Debug)]
@@ -29,6 +46,7 @@ pub struct TlsReloader {
     current: ArcSwap<ServerConfig>,
     reloaded: AtomicU64,
     rejected: AtomicU64,
+    observer: Observer,
 }
 
 impl TlsReloader {
@@ -41,7 +59,15 @@ impl TlsReloader {
             current: ArcSwap::new(first),
             reloaded: AtomicU64::new(0),
             rejected: AtomicU64::new(0),
+            observer: Observer(None),
         })
+    }
+
+    /// Sets the expiry observer and tells it the current certificate's expiry.
+    pub fn observe_expiry(mut self, observer: ExpiryObserver) -> TlsReloader {
+        observer(leaf_not_after(&self.settings.cert_chain));
+        self.observer = Observer(Some(observer));
+        self
     }
 
     /// The configuration new connections are accepted with.
@@ -80,6 +106,9 @@ impl TlsReloader {
             Ok(config) => {
                 self.current.store(config);
                 self.reloaded.fetch_add(1, Ordering::Relaxed);
+                if let Some(observe) = &self.observer.0 {
+                    observe(leaf_not_after(&self.settings.cert_chain));
+                }
                 tracing::info!(cert = %self.settings.cert_chain.display(), "TLS configuration reloaded");
                 Ok(())
             }
