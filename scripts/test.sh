@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs every keygate test. Installs what the tests need when it is missing (SoftHSMv2 and
-# OpenSC for the PKCS#11 tests, curl for the curl --aws-sigv4 tests), then runs the suite.
+# OpenSC for the PKCS#11 tests, curl for the curl --aws-sigv4 tests, openssl for the TLS tests), then runs the suite.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -8,6 +8,7 @@ need=()
 command -v softhsm2-util >/dev/null 2>&1 || need+=(softhsm2)
 command -v pkcs11-tool >/dev/null 2>&1 || need+=(opensc)
 command -v curl >/dev/null 2>&1 || need+=(curl)
+command -v openssl >/dev/null 2>&1 || need+=(openssl)
 if [ "${#need[@]}" -gt 0 ]; then
   sudo=""
   [ "$(id -u)" -eq 0 ] || sudo="sudo"
