@@ -12,6 +12,9 @@ use crate::credentials::{AccessKeyId, Secret};
 use crate::keys::valid_key_id;
 use crate::shed::RateLimit;
 
+mod policy;
+pub use policy::{DecisionLogSettings, PolicySettings};
+
 /// The spec's minimum plaintext/ciphertext size a proxy must support.
 pub const SPEC_MIN_PLAINTEXT: usize = 4300;
 /// The spec's minimum AAD size a proxy must support.
@@ -47,6 +50,9 @@ struct RawConfig {
     backend: RawBackend,
     #[serde(default)]
     keystore: Vec<RawKeystore>,
+    #[serde(default)]
+    policy: policy::RawPolicy,
+    decision_log: Option<policy::RawDecisionLog>,
 }
 
 #[derive(Deserialize, Default)]
@@ -122,6 +128,8 @@ pub struct Config {
     pub limits: LimitSettings,
     pub backend: BackendSettings,
     pub keystores: Vec<KeystoreSettings>,
+    pub policy: PolicySettings,
+    pub decision_log: Option<DecisionLogSettings>,
     /// Things worth a warning that do not stop the server.
     pub warnings: Vec<String>,
 }
@@ -212,6 +220,8 @@ impl Config {
         let limits = c.limits(raw.limits);
         let backend = c.backend(raw.backend, &base);
         let keystores = c.keystores(raw.keystore, &server.region, &base);
+        let policy = c.policy(raw.policy, &base);
+        let decision_log = c.decision_log(raw.decision_log, &base);
         if !c.problems.is_empty() {
             return Err(ConfigError {
                 problems: c.problems,
@@ -223,6 +233,8 @@ impl Config {
             limits,
             backend,
             keystores,
+            policy,
+            decision_log,
             warnings: c.warnings,
         })
     }
