@@ -12,10 +12,10 @@ use crate::keys::KeyBackend;
 use crate::keys::software::SoftwareBackend;
 use crate::metrics::backend::MeteredBackend;
 use crate::metrics::{CredentialRecord, Metrics};
-use crate::shed::{InFlight, InFlightGuard, RateLimiter, Shed};
 use crate::policy::decision_log::{DecisionLog, DecisionLogConfig};
 use crate::policy::reload::DirWatch;
 use crate::policy::{PolicyEngine, PolicySet, PolicyStats};
+use crate::shed::{InFlight, InFlightGuard, RateLimiter, Shed};
 use crate::sigv4::Credential;
 use crate::xks::api;
 
