@@ -147,6 +147,11 @@ impl App {
             policy_stats: PolicyStats::default(),
             decision_log: open_decision_log(config)?,
         };
+        if let Some(log) = app.decision_log.clone() {
+            app.metrics.on_encode(move |m| {
+                m.decision_log().set_totals(log.written(), log.lost());
+            });
+        }
         Ok(app)
     }
 

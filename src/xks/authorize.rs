@@ -54,6 +54,8 @@ pub(super) fn authorize(
     };
     let outcome = app.policy.evaluate(&input);
     app.policy_stats.count(&outcome);
+    app.metrics
+        .policy_decision(&route.keystore.name, matches!(&outcome, Ok(d) if d.allow));
     if app.decision_log.is_some() {
         let revision = app.policy.revision();
         facts.decision = Some(DecisionRecord::new(&input, &outcome, &revision, None));
