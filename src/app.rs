@@ -12,6 +12,9 @@ use crate::keys::KeyBackend;
 use crate::keys::software::SoftwareBackend;
 use crate::metrics::backend::MeteredBackend;
 use crate::metrics::{CredentialRecord, Metrics};
+use crate::policy::decision_log::{DecisionLog, DecisionLogConfig};
+use crate::policy::reload::DirWatch;
+use crate::policy::{PolicyEngine, PolicySet, PolicyStats};
 use crate::server::tls::{Refusals, TlsReloader};
 use crate::shed::{InFlight, InFlightGuard, RateLimiter, Shed};
 use crate::sigv4::Credential;
@@ -99,6 +102,13 @@ pub struct App {
     limits: ArcSwap<LimitSettings>,
     pub metrics: Arc<Metrics>,
     in_flight: InFlight,
+    /// Secondary authorization of Encrypt, Decrypt and GetKeyMetadata.
+    pub policy: PolicyEngine,
+    /// The policy directory followed for hot reload (`None`: the embedded policy).
+    pub policy_dir: Option<std::path::PathBuf>,
+    pub policy_stats: PolicyStats,
+    /// One hash-chained line per judged request, when configured.
+    pub decision_log: Option<DecisionLog>,
     /// HTTPS on the XKS listener (`None`: plain HTTP), reloadable.
     pub tls: Option<Arc<TlsReloader>>,
 }
@@ -145,8 +155,17 @@ impl App {
             limits: ArcSwap::from_pointee(config.limits),
             in_flight: InFlight::new(metrics.in_flight()),
             metrics,
+            policy: build_policy(config)?,
+            policy_dir: config.policy.dir.clone(),
+            policy_stats: PolicyStats::default(),
+            decision_log: open_decision_log(config)?,
             tls,
         };
+        if let Some(log) = app.decision_log.clone() {
+            app.metrics.on_encode(move |m| {
+                m.decision_log().set_totals(log.written(), log.lost());
+            });
+        }
         Ok(app)
     }
 
@@ -210,14 +229,34 @@ impl App {
         missing
     }
 
-    /// Background work: refresh the health cache and follow the software key file.
+    /// Background work: refresh the health cache, follow the software key file and the policy
+    /// directory (polled every 2 s, and on SIGHUP).
     pub fn spawn_background(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
         let app = Arc::downgrade(self);
+        let mut policy_watch = self.policy_dir.as_deref().map(DirWatch::new);
         tokio::spawn(async move {
             let mut health_tick = tokio::time::interval(crate::health::REFRESH_EVERY);
             let mut keys_tick = tokio::time::interval(std::time::Duration::from_secs(2));
+            let mut policy_tick = tokio::time::interval(std::time::Duration::from_secs(2));
+            let mut hangup =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+            let sighup = async |h: &mut Option<tokio::signal::unix::Signal>| match h {
+                Some(s) => s.recv().await,
+                None => std::future::pending().await,
+            };
             loop {
                 tokio::select! {
+                    _ = policy_tick.tick() => {
+                        let Some(app) = app.upgrade() else { return };
+                        if policy_watch.as_mut().is_some_and(DirWatch::changed) {
+                            app.reload_policy().await;
+                        }
+                    }
+                    _ = sighup(&mut hangup) => {
+                        let Some(app) = app.upgrade() else { return };
+                        tracing::info!("SIGHUP: reloading the policy");
+                        app.reload_policy().await;
+                    }
                     _ = health_tick.tick() => {
                         let Some(app) = app.upgrade() else { return };
                         app.health.refresh().await;
@@ -229,6 +268,22 @@ impl App {
                 }
             }
         })
+    }
+
+    /// Reload the policy directory (compiled and tested off the async threads); a policy that
+    /// fails stays out and the one in force stays.
+    pub async fn reload_policy(self: &Arc<Self>) {
+        let Some(dir) = self.policy_dir.clone() else {
+            return;
+        };
+        let app = Arc::clone(self);
+        let outcome = tokio::task::spawn_blocking(move || {
+            crate::policy::reload::reload_dir(&app.policy, &dir)
+        })
+        .await;
+        if !matches!(outcome, Ok(Ok(_))) {
+            self.policy_stats.count_reload_failure();
+        }
     }
 
     fn follow_key_file(&self) {
@@ -264,4 +319,31 @@ fn credential_records(config: &Config) -> Vec<CredentialRecord> {
             })
         })
         .collect()
+}
+
+/// The configured policy directory (checked and tested), or the embedded default policy.
+fn build_policy(config: &Config) -> Result<PolicyEngine, String> {
+    let set = match &config.policy.dir {
+        Some(dir) => {
+            PolicySet::from_dir(dir).map_err(|e| format!("policy {}: {e}", dir.display()))?
+        }
+        None => PolicySet::embedded().map_err(|e| format!("embedded policy: {e}"))?,
+    };
+    tracing::info!(
+        origin = set.origin(),
+        revision = set.revision(),
+        "policy loaded"
+    );
+    Ok(PolicyEngine::new(set, config.policy.eval_timeout))
+}
+
+fn open_decision_log(config: &Config) -> Result<Option<DecisionLog>, String> {
+    let Some(s) = &config.decision_log else {
+        return Ok(None);
+    };
+    let mut c = DecisionLogConfig::new(s.path.clone());
+    c.fail_closed = s.fail_closed;
+    c.rotate_bytes = s.rotate_bytes;
+    c.rotate_interval = s.rotate_interval;
+    DecisionLog::open(c).map(Some).map_err(|e| e.to_string())
 }

@@ -43,6 +43,10 @@ enum Command {
     /// Key store helpers for the AWS KMS console.
     #[command(subcommand)]
     Keystore(KeystoreCommand),
+    /// Test, evaluate and check Rego policies.
+    Policy(crate::policy::cli::PolicyArgs),
+    /// Verify decision logs.
+    Audit(crate::policy::cli::AuditArgs),
     /// Certificates for development and tests.
     #[command(subcommand)]
     Certs(CertsCommand),
@@ -78,6 +82,12 @@ struct ServeArgs {
     /// Listen address, overriding the config (--dev default: 127.0.0.1:8080).
     #[arg(long)]
     listen: Option<SocketAddr>,
+    /// Policy directory, replacing the config's `[policy] dir` and the embedded policy.
+    #[arg(long)]
+    policy_dir: Option<PathBuf>,
+    /// Decision log file, replacing the config's `[decision_log] path`.
+    #[arg(long)]
+    decision_log: Option<PathBuf>,
     #[arg(long, value_enum, default_value = "json")]
     log_format: LogFormat,
     #[command(flatten)]
@@ -199,8 +209,17 @@ pub fn main() -> ExitCode {
         Command::Config(ConfigCommand::Check { file }) => config_check(&file),
         Command::Keys(a) => keys(a),
         Command::Keystore(c) => keystore(c),
+        Command::Policy(a) => report(crate::policy::cli::run_policy(&a, &mut std::io::stdout())),
+        Command::Audit(a) => report(crate::policy::cli::run_audit(&a, &mut std::io::stdout())),
         Command::Certs(CertsCommand::Dev { dir, client_name }) => certs_dev(&dir, client_name),
     }
+}
+
+fn report(outcome: anyhow::Result<ExitCode>) -> ExitCode {
+    outcome.unwrap_or_else(|e| {
+        eprintln!("keygate: {e:#}");
+        ExitCode::FAILURE
+    })
 }
 
 fn load_config(path: &Path) -> Result<Config, ExitCode> {
@@ -258,6 +277,22 @@ fn serve(args: ServeArgs) -> ExitCode {
     };
     if let Some(listen) = args.listen {
         config.server.listen = listen;
+    }
+    if let Some(dir) = args.policy_dir {
+        config.policy.dir = Some(dir);
+    }
+    if let Some(path) = args.decision_log {
+        match &mut config.decision_log {
+            Some(log) => log.path = path,
+            None => {
+                config.decision_log = Some(crate::config::DecisionLogSettings {
+                    path,
+                    fail_closed: false,
+                    rotate_bytes: None,
+                    rotate_interval: None,
+                });
+            }
+        }
     }
     if let Some(admin) = args.admin_listen {
         config.admin_listen = Some(admin);

@@ -13,6 +13,9 @@ use crate::keys::valid_key_id;
 use crate::server::tls::{TlsSettings, TlsToml};
 use crate::shed::RateLimit;
 
+mod policy;
+pub use policy::{DecisionLogSettings, PolicySettings};
+
 /// The spec's minimum plaintext/ciphertext size a proxy must support.
 pub const SPEC_MIN_PLAINTEXT: usize = 4300;
 /// The spec's minimum AAD size a proxy must support.
@@ -48,6 +51,9 @@ struct RawConfig {
     backend: RawBackend,
     #[serde(default)]
     keystore: Vec<RawKeystore>,
+    #[serde(default)]
+    policy: policy::RawPolicy,
+    decision_log: Option<policy::RawDecisionLog>,
     tls: Option<TlsToml>,
     #[serde(default)]
     admin: RawAdmin,
@@ -132,6 +138,8 @@ pub struct Config {
     pub limits: LimitSettings,
     pub backend: BackendSettings,
     pub keystores: Vec<KeystoreSettings>,
+    pub policy: PolicySettings,
+    pub decision_log: Option<DecisionLogSettings>,
     /// `[tls]`: HTTPS (and optional mTLS) on the XKS listener; `None` serves plain HTTP.
     pub tls: Option<TlsSettings>,
     /// `[admin] listen`: the plain-HTTP admin listener (/ping, /healthz, /readyz).
@@ -226,6 +234,8 @@ impl Config {
         let limits = c.limits(raw.limits);
         let backend = c.backend(raw.backend, &base);
         let keystores = c.keystores(raw.keystore, &server.region, &base);
+        let policy = c.policy(raw.policy, &base);
+        let decision_log = c.decision_log(raw.decision_log, &base);
         let tls = raw.tls.and_then(|t| match t.check(&base) {
             Ok(t) => Some(t),
             Err(p) => {
@@ -245,6 +255,8 @@ impl Config {
             limits,
             backend,
             keystores,
+            policy,
+            decision_log,
             tls,
             admin_listen,
             warnings: c.warnings,

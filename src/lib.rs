@@ -8,6 +8,8 @@
 //! router.rs         match path -> InvalidUriPathException (before auth); 405; capped body read
 //! sigv4.rs          verify against the key store's credentials -> AuthenticationFailedException
 //! xks/api.rs        decode JSON into typed, bounded requests -> ValidationException
+//! policy.rs         Rego secondary authorization (Encrypt, Decrypt, GetKeyMetadata; never
+//!                   health) -> AccessDeniedException; policy/decision_log.rs records it
 //! xks.rs            key in key store -> KeyNotFoundException; run the operation:
 //!   xks/envelope.rs   AAD framing, ciphertext metadata, CDIV
 //!   keys.rs           trait KeyBackend (keys/software.rs: aes-gcm)
@@ -30,6 +32,7 @@ pub mod dev;
 pub mod health;
 pub mod keys;
 pub mod metrics;
+pub mod policy;
 pub mod reload;
 pub mod router;
 pub mod server;

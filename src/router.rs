@@ -124,8 +124,9 @@ pub async fn handle(
     }
     let result = match &route {
         Err(e) => Err(e.clone()),
-        Ok(r) => admit_and_run(&app, r, req, &mut facts).await,
+        Ok(r) => admit_and_run(&app, r, req, &conn, &mut facts).await,
     };
+    let result = xks::authorize::log_decision(&app, &mut facts, result);
     let (response, status) = match &result {
         Ok(body) => (json_response(StatusCode::OK, body.clone()), (200, "", "")),
         Err(e) => (error_response(e), (e.status(), e.name(), e.message())),
@@ -141,10 +142,11 @@ async fn admit_and_run(
     app: &App,
     route: &Route,
     req: Request<Incoming>,
+    conn: &ConnInfo,
     facts: &mut RequestFacts,
 ) -> Result<String, XksError> {
     match app.admit(&route.keystore) {
-        Ok(_in_flight) => run(app, route, req, facts).await,
+        Ok(_in_flight) => run(app, route, req, conn, facts).await,
         Err(shed) => {
             let name = &route.keystore.name;
             app.metrics.record_shed(name, shed.reason());
@@ -176,6 +178,7 @@ async fn run(
     app: &App,
     route: &Route,
     req: Request<Incoming>,
+    conn: &ConnInfo,
     facts: &mut RequestFacts,
 ) -> Result<String, XksError> {
     let (parts, body) = req.into_parts();
@@ -187,7 +190,7 @@ async fn run(
         headers: &parts.headers,
         body: &body,
     };
-    xks::handle(app, route, &signed, facts).await
+    xks::handle(app, route, &signed, conn, facts).await
 }
 
 /// Reads the body with a hard cap (checked on Content-Length first, then while reading) and

@@ -3,6 +3,7 @@
 //! backend doing the cryptography.
 
 pub mod api;
+pub mod authorize;
 pub mod envelope;
 pub mod error;
 
@@ -13,8 +14,10 @@ use zeroize::Zeroizing;
 use crate::app::{App, Keystore};
 use crate::keys::{KeyError, KeyInfo, SealedRef};
 use crate::router::{Operation, Route};
+use crate::server::ConnInfo;
 use crate::sigv4::{self, SignedRequest};
 use api::{RequestMetadata, b64};
+use authorize::{Caller, authorize};
 use envelope::{CiphertextMetadata, cdiv, frame_aad};
 use error::XksError;
 
@@ -24,6 +27,8 @@ pub struct RequestFacts {
     pub kms_request_id: Option<String>,
     pub kms_operation: Option<String>,
     pub access_key_id: Option<String>,
+    /// The policy's judgement, logged once the response is known.
+    pub decision: Option<crate::policy::decision_log::DecisionRecord>,
 }
 
 /// Runs one routed request whose body has been read. Returns the JSON response body.
@@ -31,6 +36,7 @@ pub async fn handle(
     app: &App,
     route: &Route,
     req: &SignedRequest<'_>,
+    conn: &ConnInfo,
     facts: &mut RequestFacts,
 ) -> Result<String, XksError> {
     let ks = &route.keystore;
@@ -41,6 +47,11 @@ pub async fn handle(
         })?;
     facts.access_key_id = Some(credential.access_key_id.to_string());
     let limits = app.api_limits();
+    let caller = |aad_length| Caller {
+        body: req.body,
+        access_key_id: credential.access_key_id.as_str(),
+        aad_length,
+    };
     match route.operation {
         Operation::Health => {
             note(facts, api::parse_health(req.body))?;
@@ -49,6 +60,7 @@ pub async fn handle(
         }
         Operation::Metadata => {
             note(facts, api::parse_metadata(req.body))?;
+            authorize(app, route, conn, &caller(0), facts)?;
             let info = key_info(app, ks, route).await?;
             to_json(&api::KeyMetadataResponse {
                 key_spec: info.key_spec,
@@ -58,15 +70,21 @@ pub async fn handle(
         }
         Operation::Encrypt => {
             let r = note(facts, api::parse_encrypt(req.body, limits))?;
+            authorize(app, route, conn, &caller(aad_len(&r.aad)), facts)?;
             let info = key_info(app, ks, route).await?;
             encrypt(app, route.key_id(), &info, r).await
         }
         Operation::Decrypt => {
             let r = note(facts, api::parse_decrypt(req.body, limits))?;
+            authorize(app, route, conn, &caller(aad_len(&r.aad)), facts)?;
             let info = key_info(app, ks, route).await?;
             decrypt(app, route.key_id(), &info, r).await
         }
     }
+}
+
+fn aad_len<T: AsRef<[u8]>>(aad: &Option<T>) -> usize {
+    aad.as_ref().map_or(0, |a| a.as_ref().len())
 }
 
 /// Records the request ids for the log as soon as the body parsed.

@@ -1,0 +1,276 @@
+//! The hash chain that makes decision logs tamper-evident, and its verifier.
+//!
+//! A line is `{...,"prev_hash":"<hex>","hash":"<hex>"}` where `hash` is
+//! `sha256(prev_hash + "\n" + L)` and `L` is the exact line text with its `,"hash":"..."` member
+//! removed. Editing a line breaks its hash; deleting or reordering lines breaks the `prev_hash`
+//! link (and the `seq` counter). The first line of a rotated-to file chains to the last line of the
+//! file before it and names that file in `prev_file`.
+
+use std::path::Path;
+
+use sha2::{Digest, Sha256};
+
+/// `prev_hash` of the very first line of a log.
+pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+const HASH_PREFIX: &str = ",\"hash\":\"";
+const HASH_HEX_LEN: usize = 64;
+/// `,"hash":"` + 64 hex + `"}`.
+const HASH_SUFFIX_LEN: usize = HASH_PREFIX.len() + HASH_HEX_LEN + 2;
+
+/// The hash of a line body (`body` ends with `}` and has no hash member).
+pub fn line_hash(prev_hash: &str, body: &str) -> String {
+    let mut hasher = Sha256::new();
+    hasher.update(prev_hash.as_bytes());
+    hasher.update(b"\n");
+    hasher.update(body.as_bytes());
+    hex::encode(hasher.finalize())
+}
+
+/// Append the hash member to `body` (a JSON object text ending in `}`): the final line, no newline.
+pub fn seal(prev_hash: &str, body: &str) -> (String, String) {
+    let hash = line_hash(prev_hash, body);
+    let open = body.strip_suffix('}').unwrap_or(body);
+    (format!("{open}{HASH_PREFIX}{hash}\"}}"), hash)
+}
+
+/// What a sealed line says about its place in the chain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Link {
+    /// The line's own hash.
+    pub hash: String,
+    /// The hash it claims to follow.
+    pub prev_hash: String,
+    /// The file it claims to follow, on the first line after a rotation.
+    pub prev_file: Option<String>,
+    /// Sequence number (1 for the first decision ever logged).
+    pub seq: u64,
+}
+
+/// Check one line on its own (its hash over its content) and read its link.
+pub fn open_line(line: &str) -> Result<Link, String> {
+    let split = line
+        .len()
+        .checked_sub(HASH_SUFFIX_LEN)
+        .filter(|at| line.is_char_boundary(*at))
+        .ok_or("not a sealed decision-log line (too short)")?;
+    let (head, suffix) = line.split_at(split);
+    let hash = suffix
+        .strip_prefix(HASH_PREFIX)
+        .and_then(|s| s.strip_suffix("\"}"))
+        .filter(|h| h.len() == HASH_HEX_LEN && h.bytes().all(|b| b.is_ascii_hexdigit()))
+        .ok_or("not a sealed decision-log line (no trailing hash member)")?;
+    let body = format!("{head}}}");
+    let parsed: serde_json::Value =
+        serde_json::from_str(&body).map_err(|e| format!("not valid JSON: {e}"))?;
+    let prev_hash = parsed
+        .get("prev_hash")
+        .and_then(serde_json::Value::as_str)
+        .ok_or("no prev_hash member")?
+        .to_owned();
+    if line_hash(&prev_hash, &body) != hash {
+        return Err("hash does not match the line's content (line edited)".into());
+    }
+    Ok(Link {
+        hash: hash.to_owned(),
+        prev_hash,
+        prev_file: parsed
+            .get("prev_file")
+            .and_then(serde_json::Value::as_str)
+            .map(str::to_owned),
+        seq: parsed
+            .get("seq")
+            .and_then(serde_json::Value::as_u64)
+            .ok_or("no seq member")?,
+    })
+}
+
+/// A verification failure: where and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Break {
+    /// The file.
+    pub file: String,
+    /// 1-based line number.
+    pub line: usize,
+    /// What is wrong.
+    pub reason: String,
+}
+
+/// Summary of a successful verification.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verified {
+    /// Lines checked.
+    pub lines: usize,
+    /// `prev_hash` the first line starts from (GENESIS for a complete log).
+    pub starts_from: String,
+    /// `prev_file` named by the first line, if the first file continues an earlier one.
+    pub continues: Option<String>,
+    /// Hash of the last line.
+    pub last_hash: String,
+}
+
+/// State carried from line to line (and file to file).
+#[derive(Debug, Default)]
+pub struct Verifier {
+    last: Option<(Link, String)>,
+    lines: usize,
+    first: Option<Link>,
+}
+
+impl Verifier {
+    /// Verify each file in order (oldest first), continuing the chain across them.
+    pub fn verify_files(paths: &[&Path]) -> Result<Verified, Break> {
+        let mut verifier = Self::default();
+        for path in paths {
+            let name = path.display().to_string();
+            let text = std::fs::read_to_string(path).map_err(|e| Break {
+                file: name.clone(),
+                line: 0,
+                reason: format!("cannot read: {e}"),
+            })?;
+            verifier.verify_text(&name, &text)?;
+        }
+        verifier.finish()
+    }
+
+    /// Verify the lines of one file (named `file` in reports).
+    pub fn verify_text(&mut self, file: &str, text: &str) -> Result<(), Break> {
+        if !text.is_empty() && !text.ends_with('\n') {
+            let line = text.lines().count();
+            return Err(brk(file, line, "the last line is incomplete (no newline)"));
+        }
+        for (index, line) in text.lines().enumerate() {
+            let number = index + 1;
+            let link = open_line(line).map_err(|reason| brk(file, number, &reason))?;
+            self.follow(file, number, &link)?;
+            self.lines += 1;
+            if self.first.is_none() {
+                self.first = Some(link.clone());
+            }
+            self.last = Some((link, file.to_owned()));
+        }
+        Ok(())
+    }
+
+    fn follow(&self, file: &str, number: usize, link: &Link) -> Result<(), Break> {
+        let Some((last, last_file)) = &self.last else {
+            return Ok(());
+        };
+        if link.prev_hash != last.hash {
+            let why = format!(
+                "prev_hash does not match the hash of the line before (seq {} follows seq {}): \
+                 a line was deleted, inserted or moved",
+                link.seq, last.seq
+            );
+            return Err(brk(file, number, &why));
+        }
+        if link.seq != last.seq.saturating_add(1) {
+            let why = format!("seq {} does not follow seq {}", link.seq, last.seq);
+            return Err(brk(file, number, &why));
+        }
+        if last_file != file {
+            let expected = file_name(last_file);
+            if link.prev_file.as_deref() != Some(expected.as_str()) {
+                let why = format!(
+                    "first line of a rotated file names prev_file {:?}, expected {expected:?}",
+                    link.prev_file
+                );
+                return Err(brk(file, number, &why));
+            }
+        }
+        Ok(())
+    }
+
+    /// The summary, once every file has been read.
+    pub fn finish(self) -> Result<Verified, Break> {
+        match (self.first, self.last) {
+            (Some(first), Some((last, _))) => Ok(Verified {
+                lines: self.lines,
+                starts_from: first.prev_hash,
+                continues: first.prev_file,
+                last_hash: last.hash,
+            }),
+            _ => Ok(Verified {
+                lines: 0,
+                starts_from: GENESIS.to_owned(),
+                continues: None,
+                last_hash: GENESIS.to_owned(),
+            }),
+        }
+    }
+}
+
+fn brk(file: &str, line: usize, reason: &str) -> Break {
+    Break {
+        file: file.to_owned(),
+        line,
+        reason: reason.to_owned(),
+    }
+}
+
+/// The last path component, as rotation records it in `prev_file`.
+pub fn file_name(path: &str) -> String {
+    Path::new(path)
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| path.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chain(n: u64) -> Vec<String> {
+        let mut prev = GENESIS.to_owned();
+        (1..=n)
+            .map(|seq| {
+                let body = format!("{{\"seq\":{seq},\"x\":\"v{seq}\",\"prev_hash\":\"{prev}\"}}");
+                let (line, hash) = seal(&prev, &body);
+                prev = hash;
+                line
+            })
+            .collect()
+    }
+
+    fn verify(lines: &[String]) -> Result<Verified, Break> {
+        let mut v = Verifier::default();
+        let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
+        v.verify_text("log", &text)?;
+        v.finish()
+    }
+
+    #[test]
+    fn intact_chain_verifies() {
+        let ok = verify(&chain(5)).unwrap();
+        assert_eq!((ok.lines, ok.starts_from.as_str()), (5, GENESIS));
+    }
+
+    #[test]
+    fn edited_line_is_caught() {
+        let mut lines = chain(5);
+        lines[2] = lines[2].replace("\"v3\"", "\"v9\"");
+        assert_eq!(verify(&lines).unwrap_err().line, 3);
+    }
+
+    #[test]
+    fn deleted_line_is_caught() {
+        let mut lines = chain(5);
+        lines.remove(2);
+        assert_eq!(verify(&lines).unwrap_err().line, 3);
+    }
+
+    #[test]
+    fn reordered_lines_are_caught() {
+        let mut lines = chain(5);
+        lines.swap(1, 3);
+        assert_eq!(verify(&lines).unwrap_err().line, 2);
+    }
+
+    #[test]
+    fn truncated_line_is_caught() {
+        let mut v = Verifier::default();
+        let lines = chain(2);
+        let text = format!("{}\n{}", lines[0], &lines[1][..20]);
+        assert_eq!(v.verify_text("log", &text).unwrap_err().line, 2);
+    }
+}

@@ -1,0 +1,274 @@
+//! Decision-log tests on real files: chaining, resume, rotation, failure and recovery.
+
+use std::path::Path;
+use std::time::{Duration, SystemTime};
+
+use super::chain::{GENESIS, Verifier};
+use super::*;
+
+const WAIT: Duration = Duration::from_secs(10);
+
+fn record(n: u64) -> DecisionRecord {
+    DecisionRecord {
+        timestamp: SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000 + n),
+        input: serde_json::json!({"operation": "Encrypt", "key_id": format!("k{n}")}),
+        decision: Some((n.is_multiple_of(2), vec![format!("reason {n}")])),
+        error: None,
+        eval_ns: 1000 + n,
+        revision: "rev".into(),
+        kms_request_id: Some(format!("req-{n}")),
+        error_name: n
+            .is_multiple_of(3)
+            .then(|| "AccessDeniedException".to_owned()),
+    }
+}
+
+fn config(path: &Path) -> DecisionLogConfig {
+    let mut c = DecisionLogConfig::new(path.to_owned());
+    c.instance_id = "test-instance".into();
+    c.retry_interval = Duration::from_millis(20);
+    c
+}
+
+fn lines(path: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+fn verify(paths: &[&Path]) -> Result<chain::Verified, chain::Break> {
+    Verifier::verify_files(paths)
+}
+
+#[test]
+fn lines_have_opa_shape_and_chain() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("decisions.log");
+    let log = DecisionLog::open(config(&path)).unwrap();
+    for n in 0..5 {
+        log.record(record(n)).unwrap();
+    }
+    assert!(log.flush(WAIT));
+    let got = lines(&path);
+    assert_eq!(got.len(), 5);
+    let first = &got[0];
+    assert_eq!(first["path"], "keygate/allow");
+    assert_eq!(first["seq"], 1);
+    assert_eq!(first["prev_hash"], GENESIS);
+    assert_eq!(first["labels"]["id"], "test-instance");
+    assert_eq!(first["labels"]["version"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(first["metrics"]["timer_rego_eval_ns"], 1000);
+    assert_eq!(first["bundles"]["keygate"]["revision"], "rev");
+    assert_eq!(first["result"]["allow"], true);
+    assert_eq!(first["kms_request_id"], "req-0");
+    assert_eq!(first["error_name"], "AccessDeniedException");
+    assert_eq!(got[1]["error_name"], serde_json::Value::Null);
+    assert_eq!(
+        uuid::Uuid::parse_str(first["decision_id"].as_str().unwrap())
+            .unwrap()
+            .get_version_num(),
+        4
+    );
+    assert_eq!(got[1]["prev_hash"], first["hash"]);
+    assert_eq!(verify(&[&path]).unwrap().lines, 5);
+    assert_eq!((log.written(), log.lost()), (5, 0));
+}
+
+#[test]
+fn restart_resumes_the_chain_and_cuts_a_partial_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("decisions.log");
+    let log = DecisionLog::open(config(&path)).unwrap();
+    log.record(record(1)).unwrap();
+    assert!(log.flush(WAIT));
+    drop(log);
+    // A crash in the middle of a write leaves half a line.
+    let mut text = std::fs::read_to_string(&path).unwrap();
+    text.push_str("{\"decision_id\":\"half");
+    std::fs::write(&path, text).unwrap();
+    let log = DecisionLog::open(config(&path)).unwrap();
+    log.record(record(2)).unwrap();
+    assert!(log.flush(WAIT));
+    let got = lines(&path);
+    assert_eq!(got.len(), 2);
+    assert_eq!(got[1]["seq"], 2);
+    verify(&[&path]).unwrap();
+}
+
+#[test]
+fn size_rotation_keeps_the_chain_across_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("decisions.log");
+    let mut c = config(&path);
+    c.rotate_bytes = Some(1500);
+    let log = DecisionLog::open(c).unwrap();
+    for n in 0..12 {
+        log.record(record(n)).unwrap();
+        assert!(log.flush(WAIT));
+    }
+    let rotated = writer::rotations(&path);
+    assert!(rotated.len() >= 2, "{rotated:?}");
+    let mut files: Vec<&Path> = rotated.iter().map(|(_, p)| p.as_path()).collect();
+    files.push(&path);
+    assert_eq!(verify(&files).unwrap().lines, 12);
+    let first_of_current = &lines(&path)[0];
+    let newest_rotated = rotated
+        .last()
+        .unwrap()
+        .1
+        .file_name()
+        .unwrap()
+        .to_str()
+        .unwrap();
+    assert_eq!(first_of_current["prev_file"], newest_rotated);
+    // A rotated file missing from the middle is caught.
+    if files.len() >= 3 {
+        let without_middle = [files[0], files[2]];
+        assert!(verify(&without_middle).is_err());
+    }
+    // Restarting after a rotation, with an empty current file, continues from the newest rotation.
+    drop(log);
+    std::fs::remove_file(&path).unwrap();
+    let log = DecisionLog::open(config(&path)).unwrap();
+    log.record(record(99)).unwrap();
+    assert!(log.flush(WAIT));
+    assert_eq!(lines(&path)[0]["prev_file"], newest_rotated);
+    files.pop();
+    files.push(&path);
+    verify(&files).unwrap();
+}
+
+#[test]
+fn time_rotation() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("decisions.log");
+    let mut c = config(&path);
+    c.rotate_interval = Some(Duration::from_millis(50));
+    let log = DecisionLog::open(c).unwrap();
+    log.record(record(1)).unwrap();
+    assert!(log.flush(WAIT));
+    std::thread::sleep(Duration::from_millis(120));
+    log.record(record(2)).unwrap();
+    assert!(log.flush(WAIT));
+    // The writer's clock may rotate again after the second line: check every file, in order.
+    let rotated = writer::rotations(&path);
+    assert!(!rotated.is_empty());
+    let mut files: Vec<&Path> = rotated.iter().map(|(_, p)| p.as_path()).collect();
+    files.push(&path);
+    assert_eq!(verify(&files).unwrap().lines, 2);
+}
+
+#[test]
+fn fail_closed_refuses_while_the_directory_is_gone_and_recovers() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("logs");
+    std::fs::create_dir(&dir).unwrap();
+    let path = dir.join("decisions.log");
+    let mut c = config(&path);
+    c.fail_closed = true;
+    let log = DecisionLog::open(c).unwrap();
+    log.record(record(1)).unwrap();
+    assert!(log.flush(WAIT));
+    std::fs::remove_dir_all(&dir).unwrap();
+    // The first record after the removal finds the file gone and cannot reopen it.
+    let _ = log.record(record(2));
+    assert!(log.flush(WAIT));
+    assert!(!log.writable());
+    assert!(log.refuses_requests());
+    assert!(matches!(
+        log.record(record(3)),
+        Err(DecisionLogError::Unwritable)
+    ));
+    std::fs::create_dir(&dir).unwrap();
+    wait_until(|| log.writable());
+    assert!(log.flush(WAIT));
+    log.record(record(4)).unwrap();
+    assert!(log.flush(WAIT));
+    // Lines queued while the log was down were written after recovery, chained on.
+    let got = lines(&path);
+    let seqs: Vec<_> = got.iter().map(|l| l["seq"].as_u64().unwrap()).collect();
+    assert_eq!(seqs, [2, 3, 4]);
+    assert_eq!(got[0]["kms_request_id"], "req-2");
+    assert!(log.write_errors() > 0);
+}
+
+#[test]
+fn fail_closed_refuses_on_a_full_disk_and_recovers() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("decisions.log");
+    // /dev/full accepts opens and fails every write with ENOSPC.
+    std::os::unix::fs::symlink("/dev/full", &path).unwrap();
+    let mut c = config(&path);
+    c.fail_closed = true;
+    let log = DecisionLog::open(c).unwrap();
+    let _ = log.record(record(1));
+    assert!(log.flush(WAIT));
+    assert!(!log.writable());
+    assert!(log.record(record(2)).is_err());
+    // Space comes back: the path now names a real file.
+    std::fs::remove_file(&path).unwrap();
+    std::fs::write(&path, "").unwrap();
+    wait_until(|| log.writable());
+    assert!(log.flush(WAIT));
+    let got = lines(&path);
+    assert_eq!(got.len(), 2);
+    verify(&[&path]).unwrap();
+}
+
+#[test]
+fn fail_open_mode_never_refuses() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("decisions.log");
+    std::os::unix::fs::symlink("/dev/full", &path).unwrap();
+    let log = DecisionLog::open(config(&path)).unwrap();
+    log.record(record(1)).unwrap();
+    assert!(log.flush(WAIT));
+    assert!(!log.writable());
+    assert!(!log.refuses_requests());
+    log.record(record(2)).unwrap();
+}
+
+#[test]
+fn a_full_queue_counts_the_loss() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("decisions.log");
+    let mut c = config(&path);
+    c.queue_capacity = 1;
+    c.fail_closed = true;
+    let log = DecisionLog::open(c).unwrap();
+    let mut refused = 0;
+    for n in 0..2000 {
+        if matches!(log.record(record(n)), Err(DecisionLogError::QueueFull)) {
+            refused += 1;
+        }
+    }
+    assert!(log.flush(WAIT));
+    assert_eq!(log.lost(), refused);
+    assert_eq!(log.written() + log.lost(), 2000);
+    assert_eq!(lines(&path).len() as u64, log.written());
+    verify(&[&path]).unwrap();
+}
+
+#[test]
+fn a_foreign_file_is_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("decisions.log");
+    std::fs::write(&path, "hello\n").unwrap();
+    assert!(matches!(
+        DecisionLog::open(config(&path)),
+        Err(DecisionLogError::Open { .. })
+    ));
+}
+
+fn wait_until(mut condition: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + WAIT;
+    while !condition() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "condition not reached"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}

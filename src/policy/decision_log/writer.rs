@@ -1,0 +1,363 @@
+//! The decision-log writer thread: seals lines into the hash chain, appends them, rotates files,
+//! and keeps retrying (with the lines kept in memory, up to a bound) while the file cannot be
+//! written, so the log recovers by itself.
+
+use std::collections::VecDeque;
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
+use std::time::{Duration, Instant};
+
+use super::chain::{self, GENESIS};
+use super::line::{self, Position};
+use super::{DecisionLogConfig, DecisionLogError, DecisionRecord, Health, Message};
+
+/// Most bytes read from the end of a file to find its last line.
+const TAIL_BYTES: u64 = 1 << 20;
+/// Longest wait between two checks of the rotation clock.
+const TICK: Duration = Duration::from_secs(1);
+
+/// Open the log, resume its chain, and start the thread.
+pub(super) fn spawn(
+    config: DecisionLogConfig,
+    receiver: Receiver<Message>,
+    health: Arc<Health>,
+) -> Result<(), DecisionLogError> {
+    let writer = Writer::open(config, health)?;
+    std::thread::Builder::new()
+        .name("decision-log".into())
+        .spawn(move || writer.run(&receiver))
+        .map(|_| ())
+        .map_err(|_| DecisionLogError::Stopped)
+}
+
+struct Writer {
+    config: DecisionLogConfig,
+    health: Arc<Health>,
+    file: Option<(File, (u64, u64))>,
+    size: u64,
+    opened_at: Instant,
+    seq: u64,
+    last_hash: String,
+    prev_file: Option<String>,
+    pending: VecDeque<Box<DecisionRecord>>,
+}
+
+impl Writer {
+    fn open(config: DecisionLogConfig, health: Arc<Health>) -> Result<Self, DecisionLogError> {
+        let open_err = |reason: String| DecisionLogError::Open {
+            path: config.path.clone(),
+            reason,
+        };
+        let (file, id) = open_file(&config.path).map_err(|e| open_err(e.to_string()))?;
+        let (seq, last_hash, size, prev_file) = resume(&config.path, &file).map_err(open_err)?;
+        Ok(Self {
+            health,
+            file: Some((file, id)),
+            size,
+            opened_at: Instant::now(),
+            seq,
+            last_hash,
+            prev_file,
+            pending: VecDeque::new(),
+            config,
+        })
+    }
+
+    fn run(mut self, receiver: &Receiver<Message>) {
+        loop {
+            let wait = self.config.retry_interval.min(TICK);
+            let mut acks = Vec::new();
+            match receiver.recv_timeout(wait) {
+                Ok(message) => {
+                    self.accept(message, &mut acks);
+                    while self.pending.len() < self.config.queue_capacity {
+                        match receiver.try_recv() {
+                            Ok(more) => self.accept(more, &mut acks),
+                            Err(_) => break,
+                        }
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => {
+                    self.write_pending();
+                    return;
+                }
+            }
+            self.write_pending();
+            for ack in acks {
+                let _ = ack.send(());
+            }
+        }
+    }
+
+    fn accept(&mut self, message: Message, acks: &mut Vec<Sender<()>>) {
+        match message {
+            Message::Record(record) => {
+                self.pending.push_back(record);
+                if self.pending.len() > self.config.queue_capacity {
+                    self.pending.pop_front();
+                    let lost = self.health.lost.fetch_add(1, Ordering::Relaxed) + 1;
+                    tracing::warn!(lost, "decision log unwritable for too long: line lost");
+                }
+            }
+            Message::Flush(ack) => acks.push(ack),
+        }
+    }
+
+    /// Write every pending line, rotating as needed; stop at the first failure.
+    fn write_pending(&mut self) {
+        if !self.ensure_file() {
+            return;
+        }
+        if self.rotation_due(0) {
+            self.rotate();
+        }
+        while !self.pending.is_empty() {
+            let (batch, count, seq, hash) = self.seal_batch();
+            if count == 0 {
+                self.rotate();
+                if self.file.is_none() {
+                    return;
+                }
+                continue;
+            }
+            match self.append(batch.as_bytes()) {
+                Ok(()) => {
+                    self.pending.drain(..count);
+                    self.seq = seq;
+                    self.last_hash = hash;
+                    self.prev_file = None;
+                    self.health
+                        .written
+                        .fetch_add(count as u64, Ordering::Relaxed);
+                    self.set_writable(true, None);
+                }
+                Err(e) => {
+                    self.set_writable(false, Some(&e));
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Seal as many pending lines as fit in the current file: (text, count, last seq, last hash).
+    fn seal_batch(&self) -> (String, usize, u64, String) {
+        let mut batch = String::new();
+        let (mut seq, mut hash) = (self.seq, self.last_hash.clone());
+        let mut prev_file = self.prev_file.as_deref();
+        let mut count = 0;
+        for record in &self.pending {
+            let at = Position {
+                seq: seq + 1,
+                prev_hash: &hash,
+                prev_file,
+            };
+            let body = line::body(record, &self.config.instance_id, &at);
+            let (sealed, new_hash) = chain::seal(&hash, &body);
+            let grown = batch.len() as u64 + sealed.len() as u64 + 1;
+            if self.size + batch.len() as u64 > 0 && self.rotation_due(grown) {
+                break;
+            }
+            batch.push_str(&sealed);
+            batch.push('\n');
+            (seq, hash, prev_file, count) = (seq + 1, new_hash, None, count + 1);
+        }
+        (batch, count, seq, hash)
+    }
+
+    fn rotation_due(&self, adding: u64) -> bool {
+        if self.size == 0 && adding == 0 {
+            return false;
+        }
+        let by_size = self
+            .config
+            .rotate_bytes
+            .is_some_and(|limit| self.size + adding > limit);
+        let by_time = self
+            .config
+            .rotate_interval
+            .is_some_and(|every| self.size > 0 && self.opened_at.elapsed() >= every);
+        by_size || by_time
+    }
+
+    /// Rename the current file to `FILE.<n>` and start a new one chained to it.
+    fn rotate(&mut self) {
+        let target = rotated_name(&self.config.path);
+        self.file = None;
+        if let Err(e) = std::fs::rename(&self.config.path, &target) {
+            self.set_writable(false, Some(&e));
+            return;
+        }
+        self.prev_file = Some(chain::file_name(&target.display().to_string()));
+        self.size = 0;
+        self.opened_at = Instant::now();
+        tracing::info!(rotated_to = %target.display(), "decision log rotated");
+        self.ensure_file();
+    }
+
+    /// Make sure `file` is open and still is the file at `path` (it may have been removed).
+    fn ensure_file(&mut self) -> bool {
+        let on_disk = std::fs::metadata(&self.config.path).map(|m| (m.dev(), m.ino()));
+        if let Some((_, id)) = &self.file
+            && on_disk.as_ref().ok() == Some(id)
+        {
+            return true;
+        }
+        if self.file.take().is_some() {
+            tracing::warn!(path = %self.config.path.display(), "decision log file was moved or removed; reopening");
+        }
+        match open_file(&self.config.path) {
+            Ok((file, id)) => {
+                self.size = file.metadata().map(|m| m.len()).unwrap_or(0);
+                self.file = Some((file, id));
+                self.set_writable(true, None);
+                true
+            }
+            Err(e) => {
+                self.set_writable(false, Some(&e));
+                false
+            }
+        }
+    }
+
+    fn append(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        let Some((file, _)) = self.file.as_mut() else {
+            return Err(std::io::Error::other("decision log file is not open"));
+        };
+        match file.write_all(bytes).and_then(|()| file.flush()) {
+            Ok(()) => {
+                self.size += bytes.len() as u64;
+                Ok(())
+            }
+            Err(e) => {
+                // Never leave half a line behind: cut back to the last complete line.
+                let _ = file.set_len(self.size);
+                self.file = None;
+                Err(e)
+            }
+        }
+    }
+
+    fn set_writable(&self, writable: bool, error: Option<&std::io::Error>) {
+        if !writable {
+            self.health.write_errors.fetch_add(1, Ordering::Relaxed);
+        }
+        let was = self.health.writable.swap(writable, Ordering::AcqRel);
+        match (was, writable, error) {
+            (true, false, Some(e)) => {
+                tracing::error!(path = %self.config.path.display(), error = %e, "decision log cannot be written");
+            }
+            (false, true, _) => {
+                tracing::info!(path = %self.config.path.display(), "decision log writable again");
+            }
+            _ => {}
+        }
+    }
+}
+
+fn open_file(path: &Path) -> std::io::Result<(File, (u64, u64))> {
+    let file = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .read(true)
+        .open(path)?;
+    let meta = file.metadata()?;
+    Ok((file, (meta.dev(), meta.ino())))
+}
+
+/// `FILE.<n>` with `n` one above the highest existing rotation.
+fn rotated_name(path: &Path) -> PathBuf {
+    let next = rotations(path).last().map_or(1, |(n, _)| n + 1);
+    let mut name = path.as_os_str().to_owned();
+    name.push(format!(".{next}"));
+    PathBuf::from(name)
+}
+
+/// Existing rotated files of `path`, oldest first.
+pub(crate) fn rotations(path: &Path) -> Vec<(u64, PathBuf)> {
+    let (Some(dir), Some(base)) = (path.parent(), path.file_name()) else {
+        return Vec::new();
+    };
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
+    let prefix = format!("{}.", base.to_string_lossy());
+    let mut found: Vec<(u64, PathBuf)> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let n = name.strip_prefix(&prefix)?.parse::<u64>().ok()?;
+            Some((n, entry.path()))
+        })
+        .collect();
+    found.sort();
+    found
+}
+
+/// Continue the chain: (seq, last hash, size, prev_file) from the file's last line, or from the
+/// newest rotated file when the file is empty. A trailing partial line is cut off.
+fn resume(path: &Path, file: &File) -> Result<(u64, String, u64, Option<String>), String> {
+    let size = cut_partial_tail(file).map_err(|e| e.to_string())?;
+    if let Some(last) = last_line(file, size).map_err(|e| e.to_string())? {
+        let link = chain::open_line(&last)
+            .map_err(|e| format!("its last line is not a keygate decision-log line: {e}"))?;
+        return Ok((link.seq, link.hash, size, None));
+    }
+    let Some((_, previous)) = rotations(path).pop() else {
+        return Ok((0, GENESIS.to_owned(), 0, None));
+    };
+    let prev = File::open(&previous).map_err(|e| format!("{}: {e}", previous.display()))?;
+    let prev_size = prev.metadata().map_err(|e| e.to_string())?.len();
+    match last_line(&prev, prev_size).map_err(|e| e.to_string())? {
+        Some(last) => {
+            let link =
+                chain::open_line(&last).map_err(|e| format!("{}: {e}", previous.display()))?;
+            let name = chain::file_name(&previous.display().to_string());
+            Ok((link.seq, link.hash, 0, Some(name)))
+        }
+        None => Ok((0, GENESIS.to_owned(), 0, None)),
+    }
+}
+
+/// Cut anything after the last newline (a line whose write was interrupted); return the size.
+fn cut_partial_tail(file: &File) -> std::io::Result<u64> {
+    let size = file.metadata()?.len();
+    let tail = read_tail(file, size)?;
+    let keep = match tail.iter().rposition(|b| *b == b'\n') {
+        Some(at) => size - (tail.len() - at - 1) as u64,
+        None if (tail.len() as u64) < size => size,
+        None => 0,
+    };
+    if keep != size {
+        tracing::warn!(
+            cut = size - keep,
+            "decision log ended with a partial line; cut it off"
+        );
+        file.set_len(keep)?;
+    }
+    Ok(keep)
+}
+
+fn last_line(file: &File, size: u64) -> std::io::Result<Option<String>> {
+    let tail = read_tail(file, size)?;
+    let text = String::from_utf8_lossy(&tail);
+    Ok(text.lines().last().map(str::to_owned))
+}
+
+fn read_tail(file: &File, size: u64) -> std::io::Result<Vec<u8>> {
+    let len = size.min(TAIL_BYTES);
+    let mut reader = file;
+    reader.seek(SeekFrom::Start(size - len))?;
+    let mut buf = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
+    reader.take(len).read_to_end(&mut buf)?;
+    Ok(buf)
+}
