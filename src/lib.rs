@@ -21,6 +21,7 @@
 
 pub mod app;
 pub mod cli;
+pub mod client;
 pub mod config;
 pub mod credentials;
 pub mod dev;
