@@ -43,6 +43,10 @@ enum Command {
     /// Key store helpers for the AWS KMS console.
     #[command(subcommand)]
     Keystore(KeystoreCommand),
+    /// Test any XKS proxy against the XKS API v1 specification.
+    Conformance(crate::client::ConformanceArgs),
+    /// Drive an XKS proxy with signed requests and report throughput and latency.
+    Load(crate::client::LoadArgs),
     /// Test, evaluate and check Rego policies.
     Policy(crate::policy::cli::PolicyArgs),
     /// Verify decision logs.
@@ -212,6 +216,34 @@ pub fn main() -> ExitCode {
         Command::Policy(a) => report(crate::policy::cli::run_policy(&a, &mut std::io::stdout())),
         Command::Audit(a) => report(crate::policy::cli::run_audit(&a, &mut std::io::stdout())),
         Command::Certs(CertsCommand::Dev { dir, client_name }) => certs_dev(&dir, client_name),
+        Command::Conformance(a) => client_command(crate::client::run_conformance(a)),
+        Command::Load(a) => client_command(crate::client::run_load(a)),
+    }
+}
+
+/// Runs `conformance` or `load` on a fresh runtime; a bad URL or TLS setup exits 64.
+fn client_command(run: impl std::future::Future<Output = anyhow::Result<ExitCode>>) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("keygate: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("keygate: {e:#}");
+            match e.downcast_ref::<crate::client::conn::ConnError>() {
+                Some(
+                    crate::client::conn::ConnError::Url(_) | crate::client::conn::ConnError::Tls(_),
+                ) => ExitCode::from(EXIT_USAGE),
+                _ => ExitCode::FAILURE,
+            }
+        }
     }
 }
 

@@ -26,6 +26,7 @@ pub mod admin;
 pub mod app;
 pub mod certs;
 pub mod cli;
+pub mod client;
 pub mod config;
 pub mod credentials;
 pub mod dev;

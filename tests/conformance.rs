@@ -1,0 +1,141 @@
+//! `keygate conformance` (the real binary) against the real keygate server: every case passes
+//! with all keys given, optional-key cases are skipped and counted when their flags are absent,
+//! and a wrong secret makes the run fail.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+mod common;
+
+use std::process::Output;
+
+use common::{AK, PREFIX, SECRET, TestBackend, TestServer};
+
+/// Runs `keygate conformance` with `args` against `server`, secret from the environment.
+async fn conformance(server: &TestServer, prefix: &str, args: &[&str], secret: &str) -> Output {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_keygate"));
+    cmd.arg("conformance")
+        .arg("--url")
+        .arg(format!("http://{}", server.addr))
+        .arg("--prefix")
+        .arg(prefix)
+        .args(args)
+        .env("KEYGATE_SECRET", secret);
+    tokio::task::spawn_blocking(move || cmd.output().unwrap())
+        .await
+        .unwrap()
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+const ALL_KEYS: [&str; 8] = [
+    "--encrypt-only-key-id",
+    "encrypt_only_key",
+    "--decrypt-only-key-id",
+    "decrypt_only_key",
+    "--no-usage-key-id",
+    "impotent_key",
+    "--key-id",
+    "foo",
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keygate_passes_every_case() {
+    let server = TestServer::start(TestBackend::Software).await;
+    let mut args = vec!["--access-key-id", AK];
+    args.extend(ALL_KEYS);
+    let out = conformance(&server, PREFIX, &args, SECRET).await;
+    let text = stdout(&out);
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let summary = text.lines().last().unwrap();
+    assert!(summary.ends_with(" passed, 0 failed"), "{summary}");
+    let passed: usize = summary.split(' ').next().unwrap().parse().unwrap();
+    assert!(passed >= 60, "{summary}");
+    assert_eq!(
+        text.lines().filter(|l| l.starts_with("PASS ")).count(),
+        passed
+    );
+    assert!(!text.contains("SKIP "), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn optional_key_cases_are_skipped_and_counted_in_json() {
+    let server = TestServer::start(TestBackend::Software).await;
+    let out = conformance(&server, PREFIX, &["--access-key-id", AK, "--json"], SECRET).await;
+    assert!(out.status.success(), "{}", stdout(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["failed"], 0, "{report}");
+    assert_eq!(report["skipped"], 8, "{report}");
+    let skipped: Vec<&str> = report["cases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["result"] == "skip")
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert!(
+        skipped.iter().all(|n| n.starts_with("usage.")),
+        "{skipped:?}"
+    );
+    assert!(report["summary"].as_str().unwrap().ends_with(", 8 skipped"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keystore_without_prefix_passes() {
+    let server = TestServer::start(TestBackend::Software).await;
+    let secret = "RootSecretRootSecretRootSecretRootSecret12345";
+    let args = ["--access-key-id", "ROOTKEYSTOREACCESSKEY234"];
+    let out = conformance(&server, "", &args, secret).await;
+    let text = stdout(&out);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.lines().last().unwrap().contains(" passed, 0 failed"),
+        "{text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_secret_fails_the_run() {
+    let server = TestServer::start(TestBackend::Software).await;
+    let wrong = "ThisIsNotTheSecretOfTheKeyStoreButLongEnough12";
+    let out = conformance(&server, PREFIX, &["--access-key-id", AK], wrong).await;
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("FAIL health.ok: expected 200 got 401 AuthenticationFailedException"),
+        "{text}"
+    );
+    // Path checks come before authentication, so they still pass with a wrong secret.
+    assert!(text.contains("PASS path.unknown-prefix-signed"), "{text}");
+    let summary = text.lines().last().unwrap();
+    assert!(!summary.contains(" 0 failed"), "{summary}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unusable_url_is_a_usage_error() {
+    let server = TestServer::start(TestBackend::Software).await;
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_keygate"));
+    cmd.args([
+        "conformance",
+        "--url",
+        "https://127.0.0.1:1",
+        "--access-key-id",
+        AK,
+    ]);
+    cmd.env("KEYGATE_SECRET", SECRET);
+    let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--cacert"));
+    drop(server);
+}
