@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 
 use crate::app::{App, Keystore, Keystores};
@@ -193,12 +193,19 @@ async fn run(
     xks::handle(app, route, &signed, conn, facts).await
 }
 
+/// How much of an oversized body is read and thrown away before the 501 goes out. A client
+/// that is still writing when the server closes gets a TCP reset and may never see the
+/// answer; draining a bounded amount lets it read the 501 and keeps the connection usable.
+/// Bodies declared larger than this are refused without reading a byte and the connection
+/// closes.
+const DRAIN_LIMIT: u64 = 2 << 20;
+
 /// Reads the body with a hard cap (checked on Content-Length first, then while reading) and
-/// a time limit, before anything hashes or parses it.
+/// a time limit, before anything hashes or parses it. Bytes past the cap are never kept.
 async fn read_body(
     app: &App,
     parts: &http::request::Parts,
-    body: Incoming,
+    mut body: Incoming,
 ) -> Result<Bytes, XksError> {
     let limits = app.limits();
     let cap = limits.max_body;
@@ -211,25 +218,42 @@ async fn read_body(
         .headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > cap as u64) {
+    if declared.is_some_and(|n| n > DRAIN_LIMIT) {
         return Err(too_big());
     }
-    let collect = Limited::new(body, cap).collect();
-    match tokio::time::timeout(limits.body_read_timeout, collect).await {
+    let read = async {
+        let mut kept =
+            bytes::BytesMut::with_capacity(declared.map_or(0, |n| n.min(cap as u64) as usize));
+        let mut seen: u64 = 0;
+        while let Some(frame) = body.frame().await {
+            let Ok(frame) = frame else {
+                return Err(XksError::Validation(
+                    "request body could not be read".into(),
+                ));
+            };
+            let Ok(data) = frame.into_data() else {
+                continue;
+            };
+            seen = seen.saturating_add(data.len() as u64);
+            if seen > DRAIN_LIMIT {
+                break;
+            }
+            if seen <= cap as u64 {
+                kept.extend_from_slice(&data);
+            }
+        }
+        if seen > cap as u64 {
+            return Err(too_big());
+        }
+        Ok(kept.freeze())
+    };
+    match tokio::time::timeout(limits.body_read_timeout, read).await {
+        Err(_) if declared.is_some_and(|n| n > cap as u64) => Err(too_big()),
         Err(_) => Err(XksError::Validation(format!(
             "request body not received within {} ms",
             limits.body_read_timeout.as_millis()
         ))),
-        Ok(Err(e))
-            if e.downcast_ref::<http_body_util::LengthLimitError>()
-                .is_some() =>
-        {
-            Err(too_big())
-        }
-        Ok(Err(_)) => Err(XksError::Validation(
-            "request body could not be read".into(),
-        )),
-        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+        Ok(r) => r,
     }
 }
 

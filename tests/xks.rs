@@ -556,14 +556,41 @@ async fn spec_minimum_sizes_work_and_the_cap_is_501(s: &TestServer) {
     )
     .await
     .expect_error(501, "UnsupportedOperationException");
-    // Far over the body cap: refused from Content-Length, before reading or hashing.
+    // Over the body cap: the excess is read and thrown away, the client gets its 501 (not a
+    // reset while still writing) and the connection stays usable.
     let mut c2 = s.client().await;
-    c2.post(
-        &path("encrypt", "foo"),
-        &encrypt_body(&vec![1u8; 1 << 20], None, false),
+    for _ in 0..3 {
+        c2.post(
+            &path("encrypt", "foo"),
+            &encrypt_body(&vec![1u8; 1 << 20], None, false),
+        )
+        .await
+        .expect_error(501, "UnsupportedOperationException");
+    }
+    c2.post(&path("encrypt", "foo"), &encrypt_body(b"a", None, false))
+        .await
+        .expect_ok();
+    // Far over it: refused from Content-Length alone, before a byte of body is sent.
+    let mut raw = tokio::net::TcpStream::connect(s.addr).await.unwrap();
+    let head = format!(
+        "POST {} HTTP/1.1\r\nhost: {}\r\ncontent-type: application/json\r\ncontent-length: 1073741824\r\n\r\n",
+        path("encrypt", "foo"),
+        s.addr
+    );
+    tokio::io::AsyncWriteExt::write_all(&mut raw, head.as_bytes())
+        .await
+        .unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        tokio::io::AsyncReadExt::read(&mut raw, &mut buf),
     )
     .await
-    .expect_error(501, "UnsupportedOperationException");
+    .expect("no answer to a 1 GiB Content-Length")
+    .unwrap();
+    let text = String::from_utf8_lossy(&buf[..n]);
+    assert!(text.starts_with("HTTP/1.1 501"), "{text}");
+    assert!(text.contains("UnsupportedOperationException"), "{text}");
 }
 
 async fn malformed_bodies_are_validation_errors(s: &TestServer) {
