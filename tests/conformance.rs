@@ -12,14 +12,18 @@ mod common;
 
 use std::process::Output;
 
-use common::{AK, PREFIX, SECRET, TestBackend, TestServer};
+use common::{AK, PREFIX, SECRET, TestBackend, TestServer, base_config};
 
 /// Runs `keygate conformance` with `args` against `server`, secret from the environment.
 async fn conformance(server: &TestServer, prefix: &str, args: &[&str], secret: &str) -> Output {
+    conformance_at(&format!("http://{}", server.addr), prefix, args, secret).await
+}
+
+async fn conformance_at(url: &str, prefix: &str, args: &[&str], secret: &str) -> Output {
     let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_keygate"));
     cmd.arg("conformance")
         .arg("--url")
-        .arg(format!("http://{}", server.addr))
+        .arg(url)
         .arg("--prefix")
         .arg(prefix)
         .args(args)
@@ -138,4 +142,58 @@ async fn unusable_url_is_a_usage_error() {
     assert_eq!(out.status.code(), Some(64));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--cacert"));
     drop(server);
+}
+
+/// The deployment KMS sees: HTTPS with mTLS bound to KMS's client name, keys in a real
+/// SoftHSMv2 token. Every case passes through `keygate conformance`'s own TLS client.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keygate_passes_every_case_over_mtls_on_softhsm2() {
+    let certs = tempfile::tempdir().unwrap();
+    let d = certs.path().canonicalize().unwrap();
+    let made = std::process::Command::new(env!("CARGO_BIN_EXE_keygate"))
+        .args(["certs", "dev"])
+        .arg(&d)
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "{made:?}");
+    let tls = format!(
+        "\n[tls]\ncert_chain = \"{0}/server.pem\"\nkey = \"{0}/server.key\"\n\
+         client_ca = \"{0}/ca.pem\"\nclient_name = \"cks.kms.us-east-1.amazonaws.com\"\n",
+        d.display()
+    );
+    let server = TestServer::start_with(TestBackend::Pkcs11, &base_config(&tls)).await;
+    let url = format!("https://{}", server.addr);
+    let path = |f: &str| d.join(f).to_str().unwrap().to_owned();
+    let (ca, cert, key) = (path("ca.pem"), path("client.pem"), path("client.key"));
+    let mut args = vec![
+        "--access-key-id",
+        AK,
+        "--cacert",
+        &ca,
+        "--client-cert",
+        &cert,
+        "--client-key",
+        &key,
+    ];
+    args.extend(ALL_KEYS);
+    let out = conformance_at(&url, PREFIX, &args, SECRET).await;
+    let text = stdout(&out);
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let summary = text.lines().last().unwrap();
+    assert!(summary.ends_with(" passed, 0 failed"), "{summary}");
+    assert!(!text.contains("SKIP "), "{text}");
+    // Without the client certificate the handshake is refused, so nothing passes.
+    let out = conformance_at(
+        &url,
+        PREFIX,
+        &["--access-key-id", AK, "--cacert", &ca],
+        SECRET,
+    )
+    .await;
+    assert!(!out.status.success(), "{}", stdout(&out));
+    assert!(!stdout(&out).contains("PASS health.ok"), "{}", stdout(&out));
 }

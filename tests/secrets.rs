@@ -310,3 +310,119 @@ async fn debug_output_of_config_and_app_hides_secrets() {
     secrets.assert_absent("Debug of App", format!("{:?}", s.app).as_bytes());
     secrets.assert_absent("Debug of App (pretty)", format!("{:#?}", s.app).as_bytes());
 }
+
+/// The PKCS#11 user PIN never appears: not in the trace-level log of a server serving every
+/// operation from a real SoftHSMv2 token, not in `keygate keys` output, and not when the PIN is
+/// wrong (the token says CKR_PIN_INCORRECT; keygate must say so without echoing either PIN).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pkcs11_pin_never_reaches_logs_or_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().canonicalize().unwrap();
+    let token = common::pkcs11::Token::new(&d, &base_config(""), 0);
+    let config = token.config_path.to_str().unwrap().to_owned();
+    let mut printed = token.cli(&["keys", "-c", &config, "list"]);
+    printed.push_str(&token.cli(&["keys", "-c", &config, "show", "foo"]));
+    printed.push_str(&token.cli(&["config", "check", &config]));
+    // The token directory outlives the server: the wrong-PIN checks below use it again.
+    let keygate = KeygateProcess::start_with_env(
+        tempfile::tempdir().unwrap(),
+        &token.config_path,
+        "trace",
+        &[("SOFTHSM2_CONF", &token.conf)],
+    );
+    let mut c = Client::connect(keygate.addr).await;
+    let health =
+        json!({"requestMetadata": {"kmsRequestId": "h", "kmsOperation": "KmsHealthCheck"}});
+    c.post(&health_path(), &health).await.expect_ok();
+    c.post(
+        &path("metadata", "foo"),
+        &json!({"requestMetadata": metadata("DescribeKey")}),
+    )
+    .await
+    .expect_ok();
+    let enc = c
+        .post(
+            &path("encrypt", "foo"),
+            &encrypt_body(PLAINTEXT, Some(AAD), true),
+        )
+        .await
+        .expect_ok()
+        .clone();
+    let dec = c
+        .post(&path("decrypt", "foo"), &decrypt_body(&enc, Some(AAD)))
+        .await;
+    assert_eq!(unb64(&dec.expect_ok()["plaintext"]), PLAINTEXT);
+    let (stdout, stderr) = keygate.stop();
+    assert!(
+        String::from_utf8_lossy(&stderr).contains("\"target\":\"keygate::request\""),
+        "no request log lines"
+    );
+
+    // A wrong PIN: every command that logs in refuses, naming the problem but no PIN.
+    let wrong = format!("{}x", token.pin);
+    std::fs::write(d.join("pin"), &wrong).unwrap();
+    let conf = token.conf.to_str().unwrap();
+    let mut refusals = String::new();
+    for args in [
+        vec!["keys", "-c", &config, "list"],
+        vec!["serve", "-c", &config],
+    ] {
+        let (code, out) = run_briefly(&args, &[("SOFTHSM2_CONF", conf), ("RUST_LOG", "trace")]);
+        assert!(
+            code.is_some_and(|c| c != 0),
+            "keygate {args:?} did not refuse a wrong PIN: {out}"
+        );
+        refusals.push_str(&out);
+    }
+    assert!(
+        refusals.contains("CKR_PIN_INCORRECT") || refusals.to_lowercase().contains("pin"),
+        "the refusal does not say the PIN is wrong: {refusals}"
+    );
+
+    for (what, text) in [
+        ("keys/config output", printed.as_bytes()),
+        ("server stdout", &stdout[..]),
+        ("server stderr", &stderr[..]),
+        ("wrong-PIN refusals", refusals.as_bytes()),
+    ] {
+        let text = String::from_utf8_lossy(text);
+        for pin in [&token.pin, &wrong] {
+            assert!(!text.contains(pin.as_str()), "{what} contains the PIN");
+        }
+        assert!(
+            !text.contains(std::str::from_utf8(PLAINTEXT).unwrap()),
+            "{what} contains plaintext"
+        );
+    }
+}
+
+/// Runs `keygate args` for at most 30 s: (exit code, or None when it had to be killed;
+/// stdout and stderr).
+fn run_briefly(args: &[&str], envs: &[(&str, &str)]) -> (Option<i32>, String) {
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_keygate"))
+        .args(args)
+        .envs(envs.iter().copied())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    let code = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status.code();
+        }
+        if started.elapsed() > Duration::from_secs(30) {
+            let _ = child.kill();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let out = child.wait_with_output().unwrap();
+    let printed = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (code, printed)
+}

@@ -27,7 +27,7 @@ use keygate::keys::software::SoftwareAdmin;
 use keygate::keys::{KeyAdmin, KeyUsage};
 use serde_json::{Value, json};
 
-mod pkcs11;
+pub mod pkcs11;
 pub mod process;
 
 pub const AK: &str = "BETWEEN2TENAND3TENCHARACTERS";

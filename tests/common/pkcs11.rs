@@ -22,57 +22,80 @@ const KEYS: [(&str, &str); 6] = [
     ("keygate-health", "encrypt,decrypt"),
 ];
 
+/// A fresh SoftHSMv2 token in a directory, a keygate config using it, and the test keys.
+pub struct Token {
+    /// SOFTHSM2_CONF for every process that touches the token.
+    pub conf: std::path::PathBuf,
+    pub config_path: std::path::PathBuf,
+    /// The user PIN (also in `pin`, mode 0600, which the config names).
+    pub pin: String,
+}
+
+impl Token {
+    /// Makes the token in `d`, writes `config_text` (its software backend swapped for this
+    /// token, its listener on `port`) to `keygate.toml`, and creates the test keys with
+    /// `keygate keys`.
+    pub fn new(d: &Path, config_text: &str, port: u16) -> Token {
+        let conf = d.join("softhsm2.conf");
+        let pin = init_token(d, &conf);
+        let module = keygate::keys::pkcs11::find_softhsm_module()
+            .expect("SoftHSMv2 must be installed (apt-get install -y softhsm2)");
+        let backend = format!(
+            "[backend]\nkind = \"pkcs11\"\nhealth_key = \"keygate-health\"\n[backend.pkcs11]\n\
+             module = \"{}\"\ntoken_label = \"{LABEL}\"\npin_file = \"pin\"\n\
+             softhsm2_conf = \"softhsm2.conf\"\n",
+            module.display()
+        );
+        assert!(
+            config_text.contains(SOFTWARE_BACKEND),
+            "pkcs11 servers swap the software backend"
+        );
+        let text = config_text.replace(SOFTWARE_BACKEND, &backend).replace(
+            "listen = \"127.0.0.1:0\"",
+            &format!("listen = \"127.0.0.1:{port}\""),
+        );
+        let config_path = d.join("keygate.toml");
+        std::fs::write(&config_path, text).unwrap();
+        let token = Token {
+            conf,
+            config_path,
+            pin,
+        };
+        let config = token.config_path.to_str().unwrap().to_owned();
+        for (id, usage) in KEYS {
+            token.cli(&["keys", "-c", &config, "create", id, "--usage", usage]);
+        }
+        token.cli(&["keys", "-c", &config, "disable", "disabled_key"]);
+        token
+    }
+
+    /// Runs `keygate args` against the token; it must succeed. Returns stdout and stderr.
+    pub fn cli(&self, args: &[&str]) -> String {
+        let out = Command::new(BIN)
+            .args(args)
+            .env("SOFTHSM2_CONF", &self.conf)
+            .output()
+            .unwrap();
+        let printed = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "keygate {args:?}: {printed}");
+        printed
+    }
+}
+
 pub fn server(dir: tempfile::TempDir, config_text: &str) -> TestServer {
     let d = dir.path().canonicalize().unwrap();
-    let conf = d.join("softhsm2.conf");
-    init_token(&d, &conf);
-    let module = keygate::keys::pkcs11::find_softhsm_module()
-        .expect("SoftHSMv2 must be installed (apt-get install -y softhsm2)");
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
         .port();
-    let backend = format!(
-        "[backend]\nkind = \"pkcs11\"\nhealth_key = \"keygate-health\"\n[backend.pkcs11]\n\
-         module = \"{}\"\ntoken_label = \"{LABEL}\"\npin_file = \"pin\"\n\
-         softhsm2_conf = \"softhsm2.conf\"\n",
-        module.display()
-    );
-    assert!(
-        config_text.contains(SOFTWARE_BACKEND),
-        "pkcs11 servers swap the software backend"
-    );
-    let text = config_text.replace(SOFTWARE_BACKEND, &backend).replace(
-        "listen = \"127.0.0.1:0\"",
-        &format!("listen = \"127.0.0.1:{port}\""),
-    );
-    let config_path = d.join("keygate.toml");
-    std::fs::write(&config_path, text).unwrap();
-    for (id, usage) in KEYS {
-        keygate_cli(
-            &conf,
-            &[
-                "keys",
-                "-c",
-                config_path.to_str().unwrap(),
-                "create",
-                id,
-                "--usage",
-                usage,
-            ],
-        );
-    }
-    keygate_cli(
-        &conf,
-        &[
-            "keys",
-            "-c",
-            config_path.to_str().unwrap(),
-            "disable",
-            "disabled_key",
-        ],
-    );
+    let Token {
+        conf, config_path, ..
+    } = Token::new(&d, config_text, port);
     let child = Command::new(BIN)
         .args(["serve", "-c"])
         .arg(&config_path)
@@ -106,7 +129,7 @@ pub fn server(dir: tempfile::TempDir, config_text: &str) -> TestServer {
 }
 
 /// softhsm2.conf, tokens/, a token with random PINs, the user PIN in `pin` (0600).
-fn init_token(d: &Path, conf: &Path) {
+fn init_token(d: &Path, conf: &Path) -> String {
     std::fs::create_dir(d.join("tokens")).unwrap();
     std::fs::write(
         conf,
@@ -144,18 +167,5 @@ fn init_token(d: &Path, conf: &Path) {
         .open(d.join("pin"))
         .unwrap();
     std::io::Write::write_all(&mut f, pin.as_bytes()).unwrap();
-}
-
-fn keygate_cli(conf: &Path, args: &[&str]) {
-    let out = Command::new(BIN)
-        .args(args)
-        .env("SOFTHSM2_CONF", conf)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "keygate {args:?}: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    pin
 }

@@ -58,10 +58,21 @@ impl KeygateProcess {
     /// Starts `keygate serve --config` in `dir` with `RUST_LOG=rust_log`; waits until it
     /// logs its listen address.
     pub fn start(dir: tempfile::TempDir, config: &Path, rust_log: &str) -> KeygateProcess {
+        Self::start_with_env(dir, config, rust_log, &[])
+    }
+
+    /// As `start`, with extra environment variables.
+    pub fn start_with_env(
+        dir: tempfile::TempDir,
+        config: &Path,
+        rust_log: &str,
+        envs: &[(&str, &Path)],
+    ) -> KeygateProcess {
         let mut child = Command::new(env!("CARGO_BIN_EXE_keygate"))
             .args(["serve", "--config"])
             .arg(config)
             .env("RUST_LOG", rust_log)
+            .envs(envs.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
