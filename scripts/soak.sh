@@ -1,17 +1,18 @@
 #!/usr/bin/env bash
 # Soak test (not run in CI): keygate under twice KMS's per-key-store rate (3,600 requests/s)
-# of mixed encrypt/decrypt/metadata for 10 minutes, driven by `keygate load`.
+# of mixed encrypt/decrypt/metadata for 10 minutes, driven by `keygate load`, over HTTPS with
+# the policy engine and the decision log on (scripts/lib/bench-server.sh).
 # Reports: errors (must be 0), latency percentiles per operation, RSS every 10 s (must stay
-# within 10% after warm-up) and, when a decision log is configured, that it has one line per
-# judged request. Exits non-zero when a check fails.
+# within 10% after warm-up) and that the decision log has exactly one line per judged
+# request. Exits non-zero when a check fails.
 #
 #   scripts/soak.sh                      # 10 minutes, 3,600 requests/s, release build
 #   DURATION=2m RATE=1800 scripts/soak.sh
-#   KEYGATE_BIN=/path/to/keygate DECISION_LOG=/path/to/decisions.jsonl scripts/soak.sh
+#   BACKEND=softhsm2 scripts/soak.sh
 #
 # Environment: DURATION (10m), RATE (3600, split evenly over the three operations),
-# CONNECTIONS (8 per operation), WARMUP_SECS (60), PORT (18443), KEYGATE_BIN,
-# DECISION_LOG (the decision log file of the served config, when the policy engine logs).
+# CONNECTIONS (8 per operation), WARMUP_SECS (60), and the server settings of
+# scripts/lib/bench-server.sh (SCHEME, BACKEND, DECISION_LOG, POLICY_DIR, PORT, KEYGATE_BIN).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,40 +20,9 @@ DURATION=${DURATION:-10m}
 RATE=${RATE:-3600}
 CONNECTIONS=${CONNECTIONS:-8}
 WARMUP_SECS=${WARMUP_SECS:-60}
-PORT=${PORT:-18443}
-BIN=${KEYGATE_BIN:-target/release/keygate}
 
-if [ -z "${KEYGATE_BIN:-}" ]; then
-  cargo build --release --locked
-fi
-"$BIN" load --help >/dev/null 2>&1 || {
-  echo "soak: $BIN has no 'load' command (it comes with the client work)" >&2
-  exit 1
-}
-
-work=$(mktemp -d)
-server_pid=""
-cleanup() {
-  [ -n "$server_pid" ] && kill "$server_pid" 2>/dev/null && wait "$server_pid" 2>/dev/null || true
-}
-trap cleanup EXIT
-
-# A dev config: software keys, a generated key store and credential. Request lines are not
-# logged (3,600 lines/s would measure the log, not keygate).
-RUST_LOG="warn,keygate::cli=info" "$BIN" serve --dev --data-dir "$work/dev" --listen "127.0.0.1:$PORT" \
-  >"$work/server.out" 2>"$work/server.log" &
-server_pid=$!
-for _ in $(seq 100); do
-  grep -q "keygate listening" "$work/server.log" 2>/dev/null && break
-  sleep 0.1
-done
-grep -q "keygate listening" "$work/server.log" || { cat "$work/server.log" >&2; exit 1; }
-
-config="$work/dev/keygate.toml"
-prefix=$(sed -n 's/^uri_prefix = "\(.*\)"$/\1/p' "$config" | head -1)
-access_key_id=$(sed -n 's/^access_key_id = "\(.*\)"$/\1/p' "$config" | head -1)
-secret=$(cat "$work/dev/keystore.secret")
-url="http://127.0.0.1:$PORT"
+# shellcheck source=lib/bench-server.sh
+. scripts/lib/bench-server.sh
 per_op=$((RATE / 3))
 
 echo "soak: $DURATION at $RATE requests/s ($per_op each of encrypt, decrypt, metadata) against pid $server_pid"
@@ -73,7 +43,7 @@ load_pids=()
 for op in encrypt decrypt metadata; do
   # The secret goes by environment, not argv (argv is visible to every user in ps).
   KEYGATE_SECRET="$secret" "$BIN" load --url "$url" --prefix "$prefix" --access-key-id "$access_key_id" \
-    --op "$op" --connections "$CONNECTIONS" --duration "$DURATION" --rate "$per_op" --json \
+    "${tls_flags[@]}" --op "$op" --connections "$CONNECTIONS" --duration "$DURATION" --rate "$per_op" --json \
     >"$work/load-$op.json" 2>"$work/load-$op.err" &
   load_pids+=("$!")
 done
@@ -82,9 +52,10 @@ for pid in "${load_pids[@]}"; do
   wait "$pid" || status=1
 done
 kill "$sampler_pid" 2>/dev/null || true
+sleep 1
 [ "$status" -eq 0 ] || { echo "soak: a load generator failed:" >&2; cat "$work"/load-*.err >&2; }
 
-python3 - "$work" "$WARMUP_SECS" "${DECISION_LOG:-}" <<'PY' || status=1
+python3 - "$work" "$WARMUP_SECS" "$decision_log" <<'PY' || status=1
 import csv, json, os, sys
 work, warmup, decision_log = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 ok = True
@@ -120,8 +91,9 @@ if decision_log:
         ok = False
         print("FAIL: decision log lines differ from judged requests")
 else:
-    print("decision log: not checked (set DECISION_LOG to the served config's decision log)")
+    print("decision log: off (DECISION_LOG=0), not checked")
 sys.exit(0 if ok else 1)
 PY
-echo "soak: output kept in $work"
+cp "$work/rss.csv" soak-rss.csv
+echo "soak: RSS samples in soak-rss.csv"
 exit "$status"

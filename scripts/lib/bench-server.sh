@@ -1,0 +1,122 @@
+# Sourced by scripts/bench-load.sh and scripts/soak.sh: starts a release keygate the way
+# production runs it and sets the variables a `keygate load` run needs.
+#
+# Environment:
+#   SCHEME=https|http     https (default): a fresh self-signed P-256 certificate for 127.0.0.1
+#   BACKEND=software|softhsm2
+#                         softhsm2: a fresh SoftHSMv2 token (needs softhsm2-util), keys made
+#                         with `keygate keys`, non-extractable and sensitive
+#   DECISION_LOG=1|0      1 (default): every judged request is written to the decision log
+#   POLICY_DIR=DIR        policies to serve (default: the embedded default policy)
+#   PORT=18443            listen port on 127.0.0.1
+#   KEYGATE_BIN=PATH      binary to use (default: cargo build --release, target/release/keygate)
+#
+# Sets: BIN work url prefix access_key_id secret server_pid decision_log tls_flags (array)
+# softhsm_env (array, for commands that touch the token). Installs an EXIT trap that stops
+# the server and removes $work unless KEEP=1.
+
+SCHEME=${SCHEME:-https}
+BACKEND=${BACKEND:-software}
+DECISION_LOG=${DECISION_LOG:-1}
+PORT=${PORT:-18443}
+
+if [ -z "${KEYGATE_BIN:-}" ]; then
+  cargo build --release --locked >&2
+  KEYGATE_BIN=target/release/keygate
+fi
+BIN=$(realpath "$KEYGATE_BIN")
+
+work=$(mktemp -d)
+server_pid=""
+bench_server_cleanup() {
+  if [ -n "$server_pid" ]; then
+    kill "$server_pid" 2>/dev/null || true
+    wait "$server_pid" 2>/dev/null || true
+  fi
+  [ "${KEEP:-0}" = 1 ] || rm -rf "$work"
+}
+trap bench_server_cleanup EXIT
+
+access_key_id=$(head -c 64 /dev/urandom | base32 | tr -dc 'A-Z2-7' | head -c 24)
+secret=$(head -c 32 /dev/urandom | base64 | tr -d '\n')
+prefix=/bench
+url="$SCHEME://127.0.0.1:$PORT"
+config="$work/keygate.toml"
+decision_log=""
+tls_flags=()
+softhsm_env=()
+
+{
+  echo "[server]"
+  echo "listen = \"127.0.0.1:$PORT\""
+  echo "region = \"us-east-1\""
+  echo
+} >"$config"
+
+if [ "$SCHEME" = https ]; then
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+    -subj /CN=localhost -addext subjectAltName=DNS:localhost,IP:127.0.0.1 \
+    -keyout "$work/key.pem" -out "$work/cert.pem" 2>/dev/null
+  printf '[tls]\ncert_chain = "cert.pem"\nkey = "key.pem"\n\n' >>"$config"
+  tls_flags=(--cacert "$work/cert.pem")
+fi
+
+case "$BACKEND" in
+  software)
+    printf '[backend]\nkind = "software"\nhealth_key = "keygate-health"\n[backend.software]\nkey_file = "keys.json"\n\n' >>"$config"
+    ;;
+  softhsm2)
+    command -v softhsm2-util >/dev/null || { echo "BACKEND=softhsm2 needs softhsm2-util (apt-get install -y softhsm2)" >&2; exit 1; }
+    mkdir -p "$work/tokens"
+    printf 'directories.tokendir = %s\nobjectstore.backend = file\nlog.level = ERROR\n' "$work/tokens" >"$work/softhsm2.conf"
+    softhsm_env=(env "SOFTHSM2_CONF=$work/softhsm2.conf")
+    pin=$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')
+    "${softhsm_env[@]}" softhsm2-util --init-token --free --label bench \
+      --so-pin "$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')" --pin "$pin" >/dev/null
+    (umask 077 && printf '%s' "$pin" >"$work/pin")
+    module=""
+    for m in /usr/lib/softhsm/libsofthsm2.so /usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so \
+      /usr/lib/aarch64-linux-gnu/softhsm/libsofthsm2.so /usr/local/lib/softhsm/libsofthsm2.so; do
+      [ -f "$m" ] && module=$m && break
+    done
+    [ -n "$module" ] || { echo "no libsofthsm2.so found" >&2; exit 1; }
+    printf '[backend]\nkind = "pkcs11"\nhealth_key = "keygate-health"\n[backend.pkcs11]\nmodule = "%s"\ntoken_label = "bench"\npin_file = "pin"\nsofthsm2_conf = "softhsm2.conf"\nsession_pool_size = %s\n\n' \
+      "$module" "${SESSIONS:-8}" >>"$config"
+    ;;
+  *) echo "BACKEND must be software or softhsm2" >&2; exit 1 ;;
+esac
+
+if [ -n "${POLICY_DIR:-}" ]; then
+  printf '[policy]\ndir = "%s"\n\n' "$(realpath "$POLICY_DIR")" >>"$config"
+fi
+if [ "$DECISION_LOG" = 1 ]; then
+  decision_log="$work/decisions.log"
+  # Large enough that a run never rotates, so the line count is the number of decisions.
+  printf '[decision_log]\npath = "decisions.log"\nrotate_bytes = 68719476736\n\n' >>"$config"
+fi
+cat >>"$config" <<CONF
+[[keystore]]
+name = "bench"
+uri_prefix = "$prefix"
+keys = ["foo"]
+[[keystore.credential]]
+access_key_id = "$access_key_id"
+secret_env = "KEYGATE_BENCH_SECRET"
+CONF
+
+export KEYGATE_BENCH_SECRET="$secret"
+"${softhsm_env[@]}" "$BIN" keys --config "$config" create foo >/dev/null
+"${softhsm_env[@]}" "$BIN" keys --config "$config" create keygate-health >/dev/null
+
+# Per-request log lines off: at tens of thousands of requests/s they would measure the log.
+RUST_LOG="warn,keygate::cli=info" "${softhsm_env[@]}" \
+  "$BIN" serve --config "$config" >"$work/server.out" 2>"$work/server.log" &
+server_pid=$!
+for _ in $(seq 200); do
+  grep -q "keygate listening" "$work/server.log" 2>/dev/null && break
+  sleep 0.1
+done
+grep -q "keygate listening" "$work/server.log" || { cat "$work/server.log" >&2; exit 1; }
+
+# utime + stime of the server so far, in clock ticks.
+server_cpu_ticks() { awk '{print $14 + $15}' "/proc/$server_pid/stat"; }
