@@ -84,6 +84,12 @@ fn bench(c: &mut Criterion) {
             })
         });
     }
+    // The floor: the embedded default policy (allow everything) on the same input.
+    if let Ok(default) = PolicyEngine::embedded() {
+        group.bench_function("rvm_default_policy", |b| {
+            b.iter(|| black_box(default.evaluate(black_box(&cases[0].1))))
+        });
+    }
     group.bench_function("input_to_json", |b| {
         b.iter(|| black_box(black_box(&cases[0].1).to_json()))
     });

@@ -38,7 +38,7 @@ report_decrypt if {
 	input.key_id in report_keys
 }
 
-reader if input.request_metadata.awsPrincipalArn in object.keys(reader_roles)
+reader if reader_roles[input.request_metadata.awsPrincipalArn]
 
 reader if {
 	some session_prefix in reader_roles
@@ -51,11 +51,11 @@ finance_network if {
 }
 
 business_hours if {
-	ns := time.parse_rfc3339_ns(input.time)
-	time.weekday([ns, business_zone]) in business_days
-	[hour, _, _] := time.clock([ns, business_zone])
+	at := [time.parse_rfc3339_ns(input.time), business_zone]
+	[hour, _, _] := time.clock(at)
 	hour >= 8
 	hour < 18
+	time.weekday(at) in business_days
 }
 
 deny contains msg if {
