@@ -20,6 +20,11 @@ use super::{DecisionLogConfig, DecisionLogError, DecisionRecord, Health, Message
 const TAIL_BYTES: u64 = 1 << 20;
 /// Longest wait between two checks of the rotation clock.
 const TICK: Duration = Duration::from_secs(1);
+/// Pause after writing a batch, so lines arriving meanwhile are sealed and written together.
+/// While the writer pauses, request threads queue lines without waking it: one wake-up and
+/// one write per batch instead of one per line (at 10,000 lines/s, per-line wake-ups cost
+/// more CPU than sealing the lines). A line reaches the file at most this much later.
+const LINGER: Duration = Duration::from_millis(2);
 
 /// Open the log, resume its chain, and start the thread.
 pub(super) fn spawn(
@@ -88,9 +93,13 @@ impl Writer {
                     return;
                 }
             }
-            self.write_pending();
+            let wrote = self.write_pending();
+            let flushing = !acks.is_empty();
             for ack in acks {
                 let _ = ack.send(());
+            }
+            if wrote > 0 && !flushing {
+                std::thread::sleep(LINGER);
             }
         }
     }
@@ -109,10 +118,12 @@ impl Writer {
         }
     }
 
-    /// Write every pending line, rotating as needed; stop at the first failure.
-    fn write_pending(&mut self) {
+    /// Write every pending line, rotating as needed; stop at the first failure. Returns the
+    /// number of lines written.
+    fn write_pending(&mut self) -> usize {
+        let mut written = 0;
         if !self.ensure_file() {
-            return;
+            return written;
         }
         if self.rotation_due(0) {
             self.rotate();
@@ -122,7 +133,7 @@ impl Writer {
             if count == 0 {
                 self.rotate();
                 if self.file.is_none() {
-                    return;
+                    return written;
                 }
                 continue;
             }
@@ -136,13 +147,15 @@ impl Writer {
                         .written
                         .fetch_add(count as u64, Ordering::Relaxed);
                     self.set_writable(true, None);
+                    written += count;
                 }
                 Err(e) => {
                     self.set_writable(false, Some(&e));
-                    return;
+                    return written;
                 }
             }
         }
+        written
     }
 
     /// Seal as many pending lines as fit in the current file: (text, count, last seq, last hash).
