@@ -155,6 +155,11 @@ impl PolicyEngine {
         self.evaluate_value(input.to_value())
     }
 
+    /// Judge an input already built with [`PolicyInput::to_value`].
+    pub fn evaluate_prepared(&self, input: &Value) -> Result<Decision, PolicyError> {
+        self.evaluate_value(input.clone())
+    }
+
     /// Judge an input given as JSON (used by `keygate policy eval`).
     pub fn evaluate_json(&self, input: serde_json::Value) -> Result<Decision, PolicyError> {
         self.evaluate_value(Value::from(input))

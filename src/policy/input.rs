@@ -54,8 +54,9 @@ impl PolicyInput<'_> {
         Json::Object(object)
     }
 
-    /// The input as a regorus value, built directly (no JSON text in between).
-    pub(crate) fn to_value(self) -> Value {
+    /// The input as a regorus value, built directly (no JSON text in between). Clones share
+    /// the object, so one value can go to the policy and to the decision log.
+    pub fn to_value(self) -> Value {
         let mut value = Value::new_object();
         if let Ok(object) = value.as_object_mut() {
             let mut put = |key: &str, v: Value| {

@@ -52,13 +52,16 @@ pub(super) fn authorize(
         time: SystemTime::now(),
         aad_length: caller.aad_length,
     };
-    let outcome = app.policy.evaluate(&input);
+    let prepared = input.to_value();
+    let outcome = app.policy.evaluate_prepared(&prepared);
     app.policy_stats.count(&outcome);
     app.metrics
         .policy_decision(&route.keystore.name, matches!(&outcome, Ok(d) if d.allow));
     if app.decision_log.is_some() {
         let revision = app.policy.revision();
-        facts.decision = Some(DecisionRecord::new(&input, &outcome, &revision, None));
+        facts.decision = Some(DecisionRecord::new(
+            &input, prepared, &outcome, &revision, None,
+        ));
     }
     match outcome {
         Ok(d) if d.allow => {

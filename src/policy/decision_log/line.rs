@@ -2,6 +2,7 @@
 
 use std::time::SystemTime;
 
+use regorus::Value;
 use serde::Serialize;
 use serde_json::Value as Json;
 
@@ -16,8 +17,8 @@ const DECISION_PATH: &str = "keygate/allow";
 pub struct DecisionRecord {
     /// When the request was judged.
     pub timestamp: SystemTime,
-    /// The policy input (never plaintext, AAD or secrets).
-    pub input: Json,
+    /// The policy input (never plaintext, AAD or secrets), as the policy saw it.
+    pub input: Value,
     /// `allow` and `deny` when the evaluation succeeded.
     pub decision: Option<(bool, Vec<String>)>,
     /// The evaluation error, when it failed (the request was refused).
@@ -33,9 +34,11 @@ pub struct DecisionRecord {
 }
 
 impl DecisionRecord {
-    /// A record for `input` judged with `outcome` (`revision` is the engine's, used on errors).
+    /// A record for `input` (whose [`PolicyInput::to_value`] is `prepared`) judged with
+    /// `outcome` (`revision` is the engine's, used on errors).
     pub fn new(
         input: &PolicyInput<'_>,
+        prepared: Value,
         outcome: &Result<Decision, PolicyError>,
         revision: &str,
         error_name: Option<&str>,
@@ -51,7 +54,7 @@ impl DecisionRecord {
         };
         Self {
             timestamp: input.time,
-            input: input.to_json(),
+            input: prepared,
             decision,
             error,
             eval_ns,
@@ -80,7 +83,7 @@ struct Line<'a> {
     seq: u64,
     timestamp: String,
     path: &'static str,
-    input: &'a Json,
+    input: &'a Value,
     result: Option<Outcome<'a>>,
     error: Option<&'a str>,
     labels: Labels<'a>,
