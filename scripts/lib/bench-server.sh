@@ -2,7 +2,8 @@
 # production runs it and sets the variables a `keygate load` run needs.
 #
 # Environment:
-#   SCHEME=https|http     https (default): a fresh self-signed P-256 certificate for 127.0.0.1
+#   SCHEME=https|http     https (default): a fresh development CA and server certificate for
+#                         127.0.0.1 from `keygate certs dev`
 #   BACKEND=software|softhsm2
 #                         softhsm2: a fresh SoftHSMv2 token (needs softhsm2-util), keys made
 #                         with `keygate keys`, non-extractable and sensitive
@@ -54,11 +55,9 @@ softhsm_env=()
 } >"$config"
 
 if [ "$SCHEME" = https ]; then
-  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
-    -subj /CN=localhost -addext subjectAltName=DNS:localhost,IP:127.0.0.1 \
-    -keyout "$work/key.pem" -out "$work/cert.pem" 2>/dev/null
-  printf '[tls]\ncert_chain = "cert.pem"\nkey = "key.pem"\n\n' >>"$config"
-  tls_flags=(--cacert "$work/cert.pem")
+  "$BIN" certs dev "$work/certs" >/dev/null
+  printf '[tls]\ncert_chain = "certs/server.pem"\nkey = "certs/server.key"\n\n' >>"$config"
+  tls_flags=(--cacert "$work/certs/ca.pem")
 fi
 
 case "$BACKEND" in
