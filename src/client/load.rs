@@ -80,6 +80,8 @@ struct Plan {
     interval: Option<Duration>,
     responses: AtomicU64,
     errors: AtomicU64,
+    /// The first connection failure, printed once so a run of ConnectErrors says why.
+    first_connect_error: std::sync::OnceLock<String>,
 }
 
 impl Plan {
@@ -141,7 +143,11 @@ async fn worker(plan: Arc<Plan>, index: u32, connections: u32) -> anyhow::Result
             Some(c) if !c.is_closed() => c,
             _ => match plan.connector.connect().await {
                 Ok(c) => c,
-                Err(_) => {
+                Err(e) => {
+                    let why = format!("{e:#}");
+                    if plan.first_connect_error.set(why.clone()).is_ok() {
+                        eprintln!("keygate load: cannot connect: {why}");
+                    }
                     record_error(&plan, &mut totals, "ConnectError");
                     tokio::time::sleep(Duration::from_millis(100)).await;
                     continue;
@@ -248,6 +254,7 @@ pub async fn run_load(args: LoadArgs) -> anyhow::Result<ExitCode> {
         interval,
         responses: AtomicU64::new(0),
         errors: AtomicU64::new(0),
+        first_connect_error: std::sync::OnceLock::new(),
     });
     let reporter = tokio::spawn(progress(plan.clone()));
     let workers: Vec<_> = (0..connections)
@@ -273,13 +280,14 @@ pub async fn run_load(args: LoadArgs) -> anyhow::Result<ExitCode> {
         .as_str()
         .unwrap_or_default()
         .to_owned();
-    let report = LoadReport::new(
+    let mut report = LoadReport::new(
         &op,
         usize::from(args.connections),
         args.rate,
         args.slo_p99_ms,
         &totals,
     );
+    report.setup_requests = u64::from(matches!(args.op, Op::Decrypt));
     if args.json {
         println!("{}", report.to_json());
     } else {

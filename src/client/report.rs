@@ -108,6 +108,9 @@ pub struct LoadReport {
     pub seconds: f64,
     /// Responses received (any status).
     pub requests: u64,
+    /// Requests sent before the run to prepare it (decrypt encrypts its ciphertext first);
+    /// not in `requests` or the latencies, but judged and logged by the server all the same.
+    pub setup_requests: u64,
     /// 200 responses.
     pub ok: u64,
     /// Responses per second.
@@ -164,6 +167,7 @@ impl LoadReport {
             target_rate: rate,
             seconds: t.seconds,
             requests,
+            setup_requests: 0,
             ok: t.ok,
             throughput: if t.seconds > 0.0 {
                 requests as f64 / t.seconds
@@ -190,8 +194,16 @@ impl LoadReport {
         let mut out = String::new();
         let _ = writeln!(
             out,
-            "op {} | {} connections | {:.1} s | {} requests ({} ok)",
-            self.op, self.connections, self.seconds, self.requests, self.ok
+            "op {} | {} connections | {:.1} s | {} requests ({} ok){}",
+            self.op,
+            self.connections,
+            self.seconds,
+            self.requests,
+            self.ok,
+            match self.setup_requests {
+                0 => String::new(),
+                n => format!(" after {n} setup request(s)"),
+            }
         );
         let _ = writeln!(out, "throughput {:.0} requests/s", self.throughput);
         let _ = writeln!(
@@ -218,7 +230,8 @@ impl LoadReport {
     pub fn to_json(&self) -> String {
         json!({
             "op": self.op, "connections": self.connections, "target_rate": self.target_rate,
-            "seconds": self.seconds, "requests": self.requests, "ok": self.ok,
+            "seconds": self.seconds, "requests": self.requests,
+            "setup_requests": self.setup_requests, "ok": self.ok,
             "throughput": self.throughput,
             "latency_ms": {"p50": self.p50_ms, "p90": self.p90_ms, "p99": self.p99_ms, "max": self.max_ms},
             "errors": self.error_count(), "errors_by_name": self.errors,
