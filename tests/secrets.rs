@@ -1,7 +1,8 @@
 //! No secret leaks: the real binary at the most verbose log level runs every operation and
 //! every error keygate produces here, with distinctive plaintext, AAD and credentials; no
-//! plaintext, AAD, SigV4 secret, signature, derived signing key or key material may appear
-//! in its stdout, its stderr or any error body. Debug output of config and app prints `***`.
+//! plaintext, AAD, SigV4 secret, signature, derived signing key, PKCS#11 PIN or key material
+//! may appear in its stdout, its stderr, its decision log or any error body. Debug output of
+//! config and app prints `***`.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -127,7 +128,13 @@ async fn send(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_secret_reaches_logs_or_error_bodies_at_trace_level() {
-    let (dir, config) = prepare(&base_config(""));
+    // The decision log lives outside the server's directory so it can be read after the stop.
+    let audit = tempfile::tempdir().unwrap();
+    let decisions = audit.path().join("decisions.log");
+    let (dir, config) = prepare(&base_config(&format!(
+        "\n[decision_log]\npath = \"{}\"\n",
+        decisions.display()
+    )));
     let secrets = Secrets::collect(dir.path());
     let keygate = KeygateProcess::start(dir, &config, "trace");
     let mut c = Client::connect(keygate.addr).await;
@@ -287,6 +294,12 @@ async fn no_secret_reaches_logs_or_error_bodies_at_trace_level() {
     secrets.text.extend(sigs);
     secrets.assert_absent("stdout", &stdout);
     secrets.assert_absent("stderr", &stderr);
+    let log = std::fs::read(&decisions).unwrap();
+    assert!(
+        String::from_utf8_lossy(&log).lines().count() >= 3,
+        "the decision log has too few lines"
+    );
+    secrets.assert_absent("the decision log", &log);
     for body in &errors {
         secrets.assert_absent("an error body", body.as_bytes());
     }
