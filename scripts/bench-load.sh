@@ -40,7 +40,7 @@ for op in $OPS; do
       --duration "$DURATION" --json >"$work/run.json" 2>"$work/run.err" || true
     after=$(server_cpu_ticks)
     [ -s "$work/run.json" ] || { cat "$work/run.err" >&2; exit 1; }
-    [ "$op" = health ] || judged=$((judged + $(jq '.requests' "$work/run.json")))
+    [ "$op" = health ] || judged=$((judged + $(jq '.requests + .setup_requests' "$work/run.json")))
     jq -r --argjson ticks "$ticks" --argjson cpu "$((after - before))" '
       def f(n): (n * 1000 | round) / 1000;
       "| \(.op) | \(.connections) | \(.throughput | round) | \(f(.latency_ms.p50)) | \(f(.latency_ms.p90)) | \(f(.latency_ms.p99)) | \(f(.latency_ms.max)) | \(.errors) | \(if .requests > 0 then ($cpu / $ticks / .requests * 1e6 * 10 | round) / 10 else "-" end) |"

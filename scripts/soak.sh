@@ -63,10 +63,11 @@ total = 0
 for op in ("encrypt", "decrypt", "metadata"):
     with open(os.path.join(work, f"load-{op}.json")) as f:
         r = json.load(f)
-    requests = r.get("requests", r.get("total", 0))
-    errors = r.get("errors", r.get("failed", None))
-    lat = r.get("latency_ms", r.get("latency", {}))
-    total += requests
+    requests = r["requests"]
+    setup = r.get("setup_requests", 0)
+    errors = r["errors"]
+    lat = r["latency_ms"]
+    total += requests + setup
     print(f"{op:9} requests {requests}  errors {errors}  latency {json.dumps(lat)}")
     if errors != 0:
         ok = False
