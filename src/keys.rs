@@ -182,6 +182,10 @@ pub enum KeyError {
     Unsupported(String),
 }
 
+/// How old key facts may be when an Encrypt or Decrypt uses them: a key disabled in the HSM
+/// by another process is refused within this time (GetKeyMetadata always reads afresh).
+pub const USE_FRESHNESS: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// A key store implementation. One instance serves every logical key store of the process.
 #[async_trait]
 pub trait KeyBackend: Send + Sync + fmt::Debug {
@@ -196,6 +200,12 @@ pub trait KeyBackend: Send + Sync + fmt::Debug {
 
     /// Looks a key up. `NotFound` when the backend has no such key.
     async fn key_info(&self, key_id: &str) -> Result<KeyInfo, KeyError>;
+
+    /// The key's facts for an Encrypt or Decrypt about to run: a backend may answer from
+    /// facts read within the last [`USE_FRESHNESS`] instead of asking the device again.
+    async fn key_info_for_use(&self, key_id: &str) -> Result<KeyInfo, KeyError> {
+        self.key_info(key_id).await
+    }
 
     /// AES-256-GCM encryption under `version` of the key with a fresh IV.
     async fn encrypt(

@@ -71,13 +71,13 @@ pub async fn handle(
         Operation::Encrypt => {
             let r = note(facts, api::parse_encrypt(req.body, limits))?;
             authorize(app, route, conn, &caller(aad_len(&r.aad)), facts)?;
-            let info = key_info(app, ks, route).await?;
+            let info = key_info_for_use(app, ks, route).await?;
             encrypt(app, route.key_id(), &info, r).await
         }
         Operation::Decrypt => {
             let r = note(facts, api::parse_decrypt(req.body, limits))?;
             authorize(app, route, conn, &caller(aad_len(&r.aad)), facts)?;
-            let info = key_info(app, ks, route).await?;
+            let info = key_info_for_use(app, ks, route).await?;
             decrypt(app, route.key_id(), &info, r).await
         }
     }
@@ -126,19 +126,35 @@ fn to_json<T: serde::Serialize>(value: &T) -> Result<String, XksError> {
         .map_err(|e| XksError::Internal(format!("cannot encode response: {e}")))
 }
 
-/// The key must be listed for this key store and known to the backend.
+/// The key must be listed for this key store and known to the backend (facts read now).
 async fn key_info(app: &App, ks: &Keystore, route: &Route) -> Result<KeyInfo, XksError> {
-    let key_id = route.key_id();
-    if !ks.keys.contains(key_id) {
-        return Err(XksError::KeyNotFound(format!(
-            "key {key_id} is not in key store {}",
-            ks.name
-        )));
-    }
+    let key_id = listed(ks, route)?;
     app.backend
         .key_info(key_id)
         .await
         .map_err(|e| XksError::from_key(&e, key_id))
+}
+
+/// As `key_info`, for an Encrypt or Decrypt: the backend may use facts read within
+/// [`USE_FRESHNESS`](crate::keys::USE_FRESHNESS).
+async fn key_info_for_use(app: &App, ks: &Keystore, route: &Route) -> Result<KeyInfo, XksError> {
+    let key_id = listed(ks, route)?;
+    app.backend
+        .key_info_for_use(key_id)
+        .await
+        .map_err(|e| XksError::from_key(&e, key_id))
+}
+
+fn listed<'r>(ks: &Keystore, route: &'r Route) -> Result<&'r str, XksError> {
+    let key_id = route.key_id();
+    if ks.keys.contains(key_id) {
+        Ok(key_id)
+    } else {
+        Err(XksError::KeyNotFound(format!(
+            "key {key_id} is not in key store {}",
+            ks.name
+        )))
+    }
 }
 
 fn require(info: &KeyInfo, key_id: &str, op: crate::keys::KeyOp) -> Result<(), XksError> {

@@ -23,7 +23,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use keygate::keys::pkcs11::{IvMode, Pkcs11Toml};
-use keygate::keys::{HealthStatus, KeyAdmin, KeyBackend, KeyError, KeyOp, KeyUsage, SealedRef};
+use keygate::keys::{
+    HealthStatus, KeyAdmin, KeyBackend, KeyError, KeyOp, KeyUsage, SealedRef, USE_FRESHNESS,
+};
 use support::{Env, Test, sealed_ref};
 
 fn main() -> ExitCode {
@@ -49,6 +51,10 @@ const TESTS: &[Test] = &[
     (
         "disable_and_enable_while_running",
         disable_and_enable_while_running,
+    ),
+    (
+        "facts_for_use_are_at_most_use_freshness_old",
+        facts_for_use_are_at_most_use_freshness_old,
     ),
     (
         "deleted_and_recreated_keys_are_noticed",
@@ -410,6 +416,27 @@ fn disable_and_enable_while_running(env: &Env) {
         );
         env.admin(&["enable", "foo"]);
         assert!(b.key_info("foo").await.unwrap().enabled);
+        b.encrypt("foo", 1, b"p", b"").await.unwrap();
+    });
+    env.close(b);
+}
+
+/// Encrypt and Decrypt may use key facts from the cache (no HSM call), but never older than
+/// USE_FRESHNESS: a key disabled by another process is refused once that has passed.
+fn facts_for_use_are_at_most_use_freshness_old(env: &Env) {
+    let b = env.backend(|s| s.key_cache_ttl = Duration::from_secs(3600));
+    env.block_on(async {
+        assert!(b.key_info_for_use("foo").await.unwrap().enabled);
+        env.admin(&["disable", "foo"]);
+        tokio::time::sleep(USE_FRESHNESS + Duration::from_millis(100)).await;
+        assert!(!b.key_info_for_use("foo").await.unwrap().enabled);
+        assert_eq!(
+            b.encrypt("foo", 1, b"p", b"").await.unwrap_err(),
+            KeyError::Disabled
+        );
+        env.admin(&["enable", "foo"]);
+        tokio::time::sleep(USE_FRESHNESS + Duration::from_millis(100)).await;
+        assert!(b.key_info_for_use("foo").await.unwrap().enabled);
         b.encrypt("foo", 1, b"p", b"").await.unwrap();
     });
     env.close(b);

@@ -157,6 +157,15 @@ impl KeyBackend for Pkcs11Backend {
         .await
     }
 
+    /// Facts read within [`USE_FRESHNESS`](crate::keys::USE_FRESHNESS) come from the cache
+    /// without a trip to the blocking pool; otherwise as `key_info`.
+    async fn key_info_for_use(&self, key_id: &str) -> Result<KeyInfo, KeyError> {
+        match self.engine.recent(key_id, crate::keys::USE_FRESHNESS) {
+            Some(entry) => Ok(entry.facts.info.clone()),
+            None => self.key_info(key_id).await,
+        }
+    }
+
     async fn encrypt(
         &self,
         key_id: &str,

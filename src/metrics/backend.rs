@@ -73,6 +73,13 @@ impl KeyBackend for MeteredBackend {
         r
     }
 
+    async fn key_info_for_use(&self, key_id: &str) -> Result<KeyInfo, KeyError> {
+        let started = Instant::now();
+        let r = self.inner.key_info_for_use(key_id).await;
+        self.record("key_info", started, &r);
+        r
+    }
+
     async fn encrypt(
         &self,
         key_id: &str,

@@ -4,7 +4,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use cryptoki::context::Function;
 use cryptoki::error::{Error as CkError, RvError};
@@ -42,6 +42,8 @@ pub struct KeyEntry {
     pub handle: ObjectHandle,
     pub facts: KeyFacts,
     generation: u64,
+    /// When `facts` were read from the token.
+    read_at: Instant,
 }
 
 #[derive(Debug)]
@@ -157,6 +159,21 @@ impl Engine {
         self.remember(token, key_id, handle, facts)
     }
 
+    /// The cached entry when its attributes were read less than `max_age` ago from the token
+    /// that is up now; never touches the token (no session, no blocking).
+    pub fn recent(&self, key_id: &str, max_age: Duration) -> Option<Arc<KeyEntry>> {
+        let entry = self.cache.get(key_id)?;
+        let guard = self.state.try_read().ok()?;
+        match &*guard {
+            State::Up(token)
+                if entry.generation == token.generation && entry.read_at.elapsed() < max_age =>
+            {
+                Some(entry)
+            }
+            _ => None,
+        }
+    }
+
     /// Re-reads the attributes of the key's handle (GetKeyMetadata wants them current).
     pub fn fresh(&self, token: &Token, s: &Session, key_id: &str) -> Result<Arc<KeyEntry>, Fault> {
         let handle = self.key(token, s, key_id)?.handle;
@@ -175,6 +192,7 @@ impl Engine {
             handle,
             facts,
             generation: token.generation,
+            read_at: Instant::now(),
         });
         self.cache.insert(key_id.to_owned(), entry.clone());
         Ok(entry)
