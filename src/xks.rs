@@ -61,7 +61,7 @@ pub async fn handle(
         Operation::Metadata => {
             note(facts, api::parse_metadata(req.body))?;
             authorize(app, route, conn, &caller(0), facts)?;
-            let info = key_info(app, ks, route).await?;
+            let info = key_info(app, ks, route, false).await?;
             to_json(&api::KeyMetadataResponse {
                 key_spec: info.key_spec,
                 key_usage: info.usage_names(),
@@ -71,13 +71,13 @@ pub async fn handle(
         Operation::Encrypt => {
             let r = note(facts, api::parse_encrypt(req.body, limits))?;
             authorize(app, route, conn, &caller(aad_len(&r.aad)), facts)?;
-            let info = key_info_for_use(app, ks, route).await?;
+            let info = key_info(app, ks, route, true).await?;
             encrypt(app, route.key_id(), &info, r).await
         }
         Operation::Decrypt => {
             let r = note(facts, api::parse_decrypt(req.body, limits))?;
             authorize(app, route, conn, &caller(aad_len(&r.aad)), facts)?;
-            let info = key_info_for_use(app, ks, route).await?;
+            let info = key_info(app, ks, route, true).await?;
             decrypt(app, route.key_id(), &info, r).await
         }
     }
@@ -126,23 +126,22 @@ fn to_json<T: serde::Serialize>(value: &T) -> Result<String, XksError> {
         .map_err(|e| XksError::Internal(format!("cannot encode response: {e}")))
 }
 
-/// The key must be listed for this key store and known to the backend (facts read now).
-async fn key_info(app: &App, ks: &Keystore, route: &Route) -> Result<KeyInfo, XksError> {
-    let key_id = listed(ks, route)?;
-    app.backend
-        .key_info(key_id)
-        .await
-        .map_err(|e| XksError::from_key(&e, key_id))
-}
-
-/// As `key_info`, for an Encrypt or Decrypt: the backend may use facts read within
+/// The key must be listed for this key store and known to the backend. GetKeyMetadata reads
+/// the key's facts now; Encrypt and Decrypt (`for_use`) may use facts read within
 /// [`USE_FRESHNESS`](crate::keys::USE_FRESHNESS).
-async fn key_info_for_use(app: &App, ks: &Keystore, route: &Route) -> Result<KeyInfo, XksError> {
+async fn key_info(
+    app: &App,
+    ks: &Keystore,
+    route: &Route,
+    for_use: bool,
+) -> Result<KeyInfo, XksError> {
     let key_id = listed(ks, route)?;
-    app.backend
-        .key_info_for_use(key_id)
-        .await
-        .map_err(|e| XksError::from_key(&e, key_id))
+    let info = if for_use {
+        app.backend.key_info_for_use(key_id).await
+    } else {
+        app.backend.key_info(key_id).await
+    };
+    info.map_err(|e| XksError::from_key(&e, key_id))
 }
 
 fn listed<'r>(ks: &Keystore, route: &'r Route) -> Result<&'r str, XksError> {
