@@ -14,34 +14,10 @@ pub mod softhsm2;
 
 /// The keys a conformance run conventionally expects, with their usage.
 pub const DEV_KEYS: [(&str, KeyUsage); 4] = [
-    (
-        "foo",
-        KeyUsage {
-            encrypt: true,
-            decrypt: true,
-        },
-    ),
-    (
-        "encrypt_only_key",
-        KeyUsage {
-            encrypt: true,
-            decrypt: false,
-        },
-    ),
-    (
-        "decrypt_only_key",
-        KeyUsage {
-            encrypt: false,
-            decrypt: true,
-        },
-    ),
-    (
-        "impotent_key",
-        KeyUsage {
-            encrypt: false,
-            decrypt: false,
-        },
-    ),
+    ("foo", KeyUsage::BOTH),
+    ("encrypt_only_key", KeyUsage::ENCRYPT_ONLY),
+    ("decrypt_only_key", KeyUsage::DECRYPT_ONLY),
+    ("impotent_key", KeyUsage::NONE),
 ];
 pub const HEALTH_KEY: &str = "keygate-health";
 pub const CONFIG_NAME: &str = "keygate.toml";

@@ -30,6 +30,18 @@ impl KeyUsage {
         encrypt: true,
         decrypt: true,
     };
+    pub const ENCRYPT_ONLY: KeyUsage = KeyUsage {
+        encrypt: true,
+        decrypt: false,
+    };
+    pub const DECRYPT_ONLY: KeyUsage = KeyUsage {
+        encrypt: false,
+        decrypt: true,
+    };
+    pub const NONE: KeyUsage = KeyUsage {
+        encrypt: false,
+        decrypt: false,
+    };
 
     /// The XKS `keyUsage` strings for this usage.
     pub fn names(self) -> Vec<&'static str> {

@@ -79,27 +79,9 @@ const TESTS: &[Test] = &[
 
 const USAGES: [(&str, KeyUsage); 4] = [
     ("foo", KeyUsage::BOTH),
-    (
-        "encrypt_only_key",
-        KeyUsage {
-            encrypt: true,
-            decrypt: false,
-        },
-    ),
-    (
-        "decrypt_only_key",
-        KeyUsage {
-            encrypt: false,
-            decrypt: true,
-        },
-    ),
-    (
-        "impotent_key",
-        KeyUsage {
-            encrypt: false,
-            decrypt: false,
-        },
-    ),
+    ("encrypt_only_key", KeyUsage::ENCRYPT_ONLY),
+    ("decrypt_only_key", KeyUsage::DECRYPT_ONLY),
+    ("impotent_key", KeyUsage::NONE),
 ];
 
 /// Runs first: creates the dev key set with keygate's own admin and checks every usage

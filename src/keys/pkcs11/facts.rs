@@ -193,13 +193,7 @@ mod tests {
     fn a_good_key() {
         let f = KeyFacts::from_attributes(&good());
         assert_eq!(f.info.key_spec, "AES_256");
-        assert_eq!(
-            f.info.usage,
-            KeyUsage {
-                encrypt: true,
-                decrypt: false
-            }
-        );
+        assert_eq!(f.info.usage, KeyUsage::ENCRYPT_ONLY);
         assert_eq!(f.info.extra_usage, vec!["WRAP"]);
         assert!(f.info.enabled);
         assert_eq!(f.refusal, None);

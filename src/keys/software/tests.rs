@@ -7,24 +7,8 @@ fn setup() -> (tempfile::TempDir, PathBuf) {
     let path = dir.path().join("keys.json");
     let mut admin = SoftwareAdmin::open(&path).unwrap();
     admin.create("foo", KeyUsage::BOTH).unwrap();
-    admin
-        .create(
-            "enc",
-            KeyUsage {
-                encrypt: true,
-                decrypt: false,
-            },
-        )
-        .unwrap();
-    admin
-        .create(
-            "dec",
-            KeyUsage {
-                encrypt: false,
-                decrypt: true,
-            },
-        )
-        .unwrap();
+    admin.create("enc", KeyUsage::ENCRYPT_ONLY).unwrap();
+    admin.create("dec", KeyUsage::DECRYPT_ONLY).unwrap();
     (dir, path)
 }
 
