@@ -47,8 +47,8 @@ pub async fn handle(
         })?;
     facts.access_key_id = Some(credential.access_key_id.to_string());
     let limits = app.api_limits();
-    let caller = |aad_length| Caller {
-        body: req.body,
+    let caller = |metadata, aad_length| Caller {
+        metadata,
         access_key_id: credential.access_key_id.as_str(),
         aad_length,
     };
@@ -59,8 +59,8 @@ pub async fn handle(
             to_json(&health)
         }
         Operation::Metadata => {
-            note(facts, api::parse_metadata(req.body))?;
-            authorize(app, route, conn, &caller(0), facts)?;
+            let m = note(facts, api::parse_metadata(req.body))?;
+            authorize(app, route, conn, &caller(&m.raw, 0), facts)?;
             let info = key_info(app, ks, route, false).await?;
             to_json(&api::KeyMetadataResponse {
                 key_spec: info.key_spec,
@@ -70,13 +70,25 @@ pub async fn handle(
         }
         Operation::Encrypt => {
             let r = note(facts, api::parse_encrypt(req.body, limits))?;
-            authorize(app, route, conn, &caller(aad_len(&r.aad)), facts)?;
+            authorize(
+                app,
+                route,
+                conn,
+                &caller(&r.metadata.raw, aad_len(&r.aad)),
+                facts,
+            )?;
             let info = key_info(app, ks, route, true).await?;
             encrypt(app, route.key_id(), &info, r).await
         }
         Operation::Decrypt => {
             let r = note(facts, api::parse_decrypt(req.body, limits))?;
-            authorize(app, route, conn, &caller(aad_len(&r.aad)), facts)?;
+            authorize(
+                app,
+                route,
+                conn,
+                &caller(&r.metadata.raw, aad_len(&r.aad)),
+                facts,
+            )?;
             let info = key_info(app, ks, route, true).await?;
             decrypt(app, route.key_id(), &info, r).await
         }

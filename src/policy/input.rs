@@ -66,10 +66,7 @@ impl PolicyInput<'_> {
             put("keystore", Value::from(self.keystore));
             put("uri_prefix", Value::from(self.uri_prefix));
             put("key_id", Value::from(self.key_id));
-            put(
-                "request_metadata",
-                Value::from(Json::Object(self.request_metadata.clone())),
-            );
+            put("request_metadata", metadata_value(self.request_metadata));
             put("access_key_id", Value::from(self.access_key_id));
             put("source_ip", Value::from(self.source_ip.to_string()));
             put(
@@ -84,6 +81,12 @@ impl PolicyInput<'_> {
 }
 
 /// RFC 3339 in UTC with nanoseconds, e.g. `2026-11-22T05:46:02.123456789Z`.
+/// `requestMetadata` as a policy value, converted in place rather than cloned first.
+fn metadata_value(metadata: &Map<String, Json>) -> Value {
+    use serde::Deserialize;
+    Value::deserialize(metadata).unwrap_or(Value::Undefined)
+}
+
 pub(crate) fn rfc3339(time: SystemTime) -> String {
     let at = time::OffsetDateTime::from(time);
     at.format(&time::format_description::well_known::Rfc3339)

@@ -4,7 +4,6 @@
 
 use std::time::SystemTime;
 
-use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use super::RequestFacts;
@@ -15,16 +14,10 @@ use crate::policy::decision_log::DecisionRecord;
 use crate::router::Route;
 use crate::server::ConnInfo;
 
-/// Only `requestMetadata`, kept exactly as received (other fields are skipped unparsed).
-#[derive(Deserialize)]
-struct RawMetadata {
-    #[serde(rename = "requestMetadata", default)]
-    request_metadata: Map<String, Value>,
-}
-
 /// What the policy needs beyond the route and the connection.
 pub(super) struct Caller<'a> {
-    pub body: &'a [u8],
+    /// `requestMetadata` exactly as received, from the request's one parse.
+    pub metadata: &'a Map<String, Value>,
     pub access_key_id: &'a str,
     pub aad_length: usize,
 }
@@ -37,15 +30,12 @@ pub(super) fn authorize(
     caller: &Caller<'_>,
     facts: &mut RequestFacts,
 ) -> Result<(), XksError> {
-    let metadata = serde_json::from_slice::<RawMetadata>(caller.body)
-        .map(|m| m.request_metadata)
-        .unwrap_or_default();
     let input = PolicyInput {
         operation: route.operation.as_str(),
         keystore: &route.keystore.name,
         uri_prefix: &route.keystore.uri_prefix,
         key_id: route.key_id(),
-        request_metadata: &metadata,
+        request_metadata: caller.metadata,
         access_key_id: caller.access_key_id,
         source_ip: conn.peer.ip(),
         client_subject: conn.client_subject.as_deref(),
