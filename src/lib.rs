@@ -34,6 +34,7 @@ pub mod health;
 pub mod keys;
 pub mod metrics;
 pub mod policy;
+pub mod random;
 pub mod reload;
 pub mod router;
 pub mod server;

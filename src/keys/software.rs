@@ -275,7 +275,7 @@ impl SoftwareBackend {
     ) -> Result<Sealed, KeyError> {
         self.with_cipher(key_id, version, KeyOp::Encrypt, |cipher| {
             let mut iv = [0u8; IV_LEN];
-            getrandom::fill(&mut iv)
+            crate::random::fill(&mut iv)
                 .map_err(|e| KeyError::Unavailable(format!("no randomness: {e}")))?;
             let mut ciphertext = plaintext.to_vec();
             let tag = cipher

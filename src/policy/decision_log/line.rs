@@ -125,7 +125,10 @@ struct Revision<'a> {
 /// The line body (JSON object without the hash member).
 pub(crate) fn body(record: &DecisionRecord, instance_id: &str, at: &Position<'_>) -> String {
     let line = Line {
-        decision_id: uuid::Uuid::new_v4().to_string(),
+        // Without randomness the id is still unique: this instance and the line's place.
+        decision_id: crate::random::uuid_v4()
+            .map(|id| id.to_string())
+            .unwrap_or_else(|_| format!("{instance_id}-{}", at.seq)),
         seq: at.seq,
         timestamp: timestamp(record.timestamp),
         path: DECISION_PATH,
