@@ -214,20 +214,29 @@ pub fn verify<'c>(
     let time = parse_amz_date(amz_date).ok_or(SigV4Error::BadDate)?;
     check_scope(&auth, amz_date, region)?;
     check_skew(time, now)?;
-    let body_hash = hex::encode(Sha256::digest(req.body));
+    let mut body_hash = [0u8; 64];
+    let body_hash = sha256_hex(req.body, &mut body_hash);
     if let Some(claimed) = header_str(req.headers, "x-amz-content-sha256")
         && claimed != body_hash
     {
         return Err(SigV4Error::PayloadHash);
     }
-    let creq = canonical_request(req, auth.signed_headers, &body_hash)?;
-    let sts = format!(
-        "{ALGORITHM}\n{amz_date}\n{}/{}/{}/aws4_request\n{}",
+    let creq = canonical_request(req, auth.signed_headers, body_hash)?;
+    let mut creq_hash = [0u8; 64];
+    let sts = [
+        ALGORITHM,
+        "\n",
+        amz_date,
+        "\n",
         auth.date,
+        "/",
         auth.region,
+        "/",
         auth.service,
-        hex::encode(Sha256::digest(creq.as_bytes()))
-    );
+        "/aws4_request\n",
+        sha256_hex(creq.as_bytes(), &mut creq_hash),
+    ]
+    .concat();
     let credential = credentials
         .iter()
         .find(|c| c.access_key_id.as_str() == auth.access_key_id)
@@ -239,6 +248,15 @@ pub fn verify<'c>(
     } else {
         Err(SigV4Error::SignatureMismatch)
     }
+}
+
+/// The lowercase hex SHA-256 of `data`, written into `out`.
+fn sha256_hex<'o>(data: &[u8], out: &'o mut [u8; 64]) -> &'o str {
+    // 32 bytes always fit 64 hex digits, and hex digits are ASCII.
+    if hex::encode_to_slice(Sha256::digest(data), out).is_err() {
+        return "";
+    }
+    std::str::from_utf8(out).unwrap_or_default()
 }
 
 fn check_scope(auth: &Authorization<'_>, amz_date: &str, region: &str) -> Result<(), SigV4Error> {
