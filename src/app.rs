@@ -166,6 +166,17 @@ impl App {
                 m.decision_log().set_totals(log.written(), log.lost());
             });
         }
+        if let Some(tls) = app.tls.clone() {
+            app.metrics.on_encode(move |m| {
+                let totals: Vec<_> = tls
+                    .refusals()
+                    .snapshot()
+                    .into_iter()
+                    .map(|(reason, count)| (reason.as_str(), count))
+                    .collect();
+                m.set_tls_refusals(&totals);
+            });
+        }
         Ok(app)
     }
 

@@ -11,6 +11,8 @@
 //!   your own totals and copy them in at scrape time with [`Metrics::on_encode`] and
 //!   [`DecisionLogCounters::set_totals`].
 //! - [`Metrics::policy_decision`]: one call per policy evaluation (allow or deny).
+//! - [`Metrics::set_tls_refusals`]: totals of mTLS client certificates refused, by reason
+//!   (copied in at scrape time from the TLS layer's counters).
 //! - [`Metrics::on_encode`]: a function run before every scrape, to sample values kept
 //!   elsewhere.
 
@@ -94,6 +96,11 @@ struct ResultLabel {
     result: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabel {
+    reason: String,
+}
+
 /// What one served request contributes to the metrics.
 #[derive(Debug, Clone, Copy)]
 pub struct RequestRecord<'a> {
@@ -162,6 +169,7 @@ pub struct Metrics {
     in_flight: Gauge,
     shed: Family<ShedLabels, Counter>,
     reloads: Family<ResultLabel, Counter>,
+    tls_refusals: Family<ReasonLabel, Counter>,
 }
 
 impl Metrics {
@@ -185,6 +193,7 @@ impl Metrics {
             in_flight: Gauge::default(),
             shed: Family::default(),
             reloads: Family::default(),
+            tls_refusals: Family::default(),
             registry: Registry::default(),
         };
         m.register(&mut registry, backend);
@@ -261,6 +270,11 @@ impl Metrics {
             "config_reloads",
             "Configuration reloads by result (applied|refused)",
             self.reloads.clone(),
+        );
+        r.register(
+            "tls_client_certificate_refusals",
+            "mTLS client certificates refused during the handshake, by reason (no_certificate|expired|not_yet_valid|self_signed|unknown_ca|wrong_name|revoked|invalid)",
+            self.tls_refusals.clone(),
         );
         r.register(
             "build",
@@ -361,6 +375,19 @@ impl Metrics {
     pub fn set_certificate_not_after(&self, not_after: Option<SystemTime>) {
         if let Ok(mut n) = self.cert_not_after.lock() {
             *n = not_after;
+        }
+    }
+
+    /// Sets the totals of refused client certificates, one `(reason, count)` per reason (for
+    /// the TLS layer's own counters; call from `on_encode`).
+    pub fn set_tls_refusals(&self, totals: &[(&str, u64)]) {
+        for (reason, count) in totals {
+            self.tls_refusals
+                .get_or_create(&ReasonLabel {
+                    reason: (*reason).to_owned(),
+                })
+                .inner()
+                .store(*count, Ordering::Relaxed);
         }
     }
 

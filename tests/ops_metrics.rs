@@ -1,6 +1,6 @@
 //! Metrics after known traffic against the real server: request counts by operation,
 //! key store, outcome and errorName; latency histograms; backend calls; requests per access
-//! key id; credential ages; build info.
+//! key id; credential ages; build info; refused mTLS client certificates by reason.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -10,6 +10,7 @@
 
 mod common;
 mod ops_support;
+mod tls_support;
 
 use common::*;
 use ops_support::*;
@@ -127,4 +128,49 @@ async fn metric_values_match_the_traffic_sent() {
         env!("CARGO_PKG_VERSION")
     );
     assert_eq!(metric(&m, &build), 1.0, "{m:?}");
+}
+
+/// mTLS refusals from the real server's handshakes, by reason, on the metrics endpoint.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_client_certificates_are_counted_by_reason() {
+    let certs_dir = tempfile::tempdir().unwrap();
+    let set = keygate::certs::write_dev_set(certs_dir.path(), &Default::default()).unwrap();
+    let tls = format!(
+        "\n[tls]\ncert_chain = {:?}\nkey = {:?}\nclient_ca = {:?}\nclient_name = {:?}\n",
+        set.server.cert,
+        set.server.key,
+        set.ca.cert,
+        tls_support::CLIENT_NAME
+    );
+    let s = OpsServer::start(&(config_with(&[]) + &tls)).await;
+    let versions = [&rustls::version::TLS13];
+    let ca = &set.ca.cert;
+    // Accepted: counts nothing.
+    let good = tls_support::client_config(ca, Some(&set.client), &versions);
+    tls_support::connect(s.addr, good, "localhost")
+        .await
+        .unwrap();
+    for pair in [
+        &set.client_other_ca,
+        &set.client_other_ca,
+        &set.client_expired,
+    ] {
+        let config = tls_support::client_config(ca, Some(pair), &versions);
+        tls_support::refused(s.addr, config).await;
+    }
+    tls_support::refused(s.addr, tls_support::client_config(ca, None, &versions)).await;
+
+    let m = parse_metrics(&s.app.metrics.encode());
+    let refusals = |reason: &str| {
+        let series =
+            format!("keygate_tls_client_certificate_refusals_total{{reason=\"{reason}\"}}");
+        assert!(m.contains_key(&series), "{series} missing");
+        metric(&m, &series)
+    };
+    assert_eq!(refusals("unknown_ca"), 2.0);
+    assert_eq!(refusals("expired"), 1.0);
+    assert_eq!(refusals("no_certificate"), 1.0);
+    // Every reason is exported, at zero until it happens.
+    assert_eq!(refusals("wrong_name"), 0.0);
+    assert_eq!(refusals("revoked"), 0.0);
 }
