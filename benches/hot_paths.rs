@@ -1,5 +1,9 @@
 //! Criterion benchmarks of the per-request hot paths: SigV4 verification, JSON decode and
-//! encode, AAD framing and CDIV, and a software-backend encryption.
+//! encode, AAD framing and CDIV, a software-backend encryption, and `request_path_encrypt`:
+//! everything keygate does for one Encrypt request between reading its body and writing
+//! its answer (route, SigV4, JSON, policy with its input, key lookup, AES-GCM, response,
+//! decision-log hand-off, metrics), in-process, without the connection. The decision-log
+//! writer thread's share (sealing and writing the line) runs beside it and is not counted.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 use std::time::SystemTime;
@@ -122,5 +126,95 @@ fn benches(c: &mut Criterion) {
     }
 }
 
-criterion_group!(hot_paths, benches);
+/// One Encrypt request through keygate's own code, as the router runs it after the body is
+/// read: software backend, embedded default policy, decision log on and off.
+fn request_path(c: &mut Criterion) {
+    request_path_with(
+        c,
+        "request_path_encrypt",
+        "[decision_log]\npath = \"decisions.log\"\n",
+    );
+    request_path_with(c, "request_path_encrypt_without_decision_log", "");
+}
+
+fn request_path_with(c: &mut Criterion, name: &str, decision_log: &str) {
+    use keygate::router::route;
+    use keygate::server::ConnInfo;
+    use keygate::xks::{self, RequestFacts};
+
+    let dir = tempfile::tempdir().unwrap();
+    let keys = dir.path().join("keys.json");
+    let mut admin = SoftwareAdmin::open(&keys).unwrap();
+    for id in ["foo", "keygate-health"] {
+        admin.create(id, keygate::keys::KeyUsage::BOTH).unwrap();
+    }
+    let config_text = format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+region = "us-east-1"
+[backend]
+kind = "software"
+health_key = "keygate-health"
+[backend.software]
+key_file = "keys.json"
+{decision_log}
+[[keystore]]
+name = "main"
+uri_prefix = "/p"
+keys = ["foo"]
+[[keystore.credential]]
+access_key_id = "{AK}"
+secret = "{SECRET}"
+"#
+    );
+    let config_path = dir.path().join("keygate.toml");
+    std::fs::write(&config_path, config_text).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let app = rt.block_on(async {
+        let config = keygate::config::Config::load(&config_path).unwrap();
+        keygate::app::App::build(&config).unwrap()
+    });
+    // As `keygate load` sends it: 32-byte plaintext, AAD, no CDIV.
+    let body = serde_json::json!({
+        "requestMetadata": {"awsPrincipalArn": "arn:aws:iam::123456789012:role/app", "kmsKeyArn": "arn:aws:kms:us-east-1:123456789012:key/0bd8d8f4-ab8f-4bc9-9e62-2d6a7b0b1b8d", "kmsOperation": "Encrypt", "kmsRequestId": "4112f4d6-db54-4af4-ae30-c55a22a8dfae"},
+        "plaintext": "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=",
+        "encryptionAlgorithm": "AES_GCM",
+        "additionalAuthenticatedData": "cHJvamVjdD1uaWxlLGRlcGFydG1lbnQ9bWFya2V0aW5n"
+    })
+    .to_string();
+    let headers = signed_headers(body.as_bytes());
+    let conn = ConnInfo {
+        peer: "127.0.0.1:40000".parse().unwrap(),
+        client_subject: None,
+    };
+    c.bench_function(name, |b| {
+        b.iter(|| {
+            let route = route(&app.keystores(), PATH).unwrap();
+            let req = SignedRequest {
+                method: "POST",
+                path: PATH,
+                authority: None,
+                headers: &headers,
+                body: body.as_bytes(),
+            };
+            let mut facts = RequestFacts::default();
+            let result = rt.block_on(xks::handle(&app, &route, &req, &conn, &mut facts));
+            let result = xks::authorize::log_decision(&app, &mut facts, result);
+            app.metrics.record_request(keygate::metrics::RequestRecord {
+                operation: route.operation.as_str(),
+                keystore: &route.keystore.name,
+                error_name: "",
+                access_key_id: facts.access_key_id.as_deref(),
+                latency: std::time::Duration::from_micros(100),
+            });
+            result.unwrap().len()
+        })
+    });
+}
+
+criterion_group!(hot_paths, benches, request_path);
 criterion_main!(hot_paths);
