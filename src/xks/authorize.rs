@@ -50,7 +50,7 @@ pub(super) fn authorize(
     if app.decision_log.is_some() {
         let revision = app.policy.revision();
         facts.decision = Some(DecisionRecord::new(
-            &input, prepared, &outcome, &revision, None,
+            &input, &prepared, &outcome, &revision, None,
         ));
     }
     match outcome {

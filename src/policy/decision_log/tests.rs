@@ -11,9 +11,10 @@ const WAIT: Duration = Duration::from_secs(10);
 fn record(n: u64) -> DecisionRecord {
     DecisionRecord {
         timestamp: SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000 + n),
-        input: regorus::Value::from(
-            serde_json::json!({"operation": "Encrypt", "key_id": format!("k{n}")}),
-        ),
+        input: serde_json::value::to_raw_value(
+            &serde_json::json!({"operation": "Encrypt", "key_id": format!("k{n}")}),
+        )
+        .unwrap(),
         decision: Some((n.is_multiple_of(2), vec![format!("reason {n}")])),
         error: None,
         eval_ns: 1000 + n,
