@@ -163,7 +163,11 @@ impl App {
         };
         if let Some(log) = app.decision_log.clone() {
             app.metrics.on_encode(move |m| {
-                m.decision_log().set_totals(log.written(), log.lost());
+                let counters = m.decision_log();
+                counters.set_totals(log.written(), log.lost());
+                counters
+                    .head_seq
+                    .set(i64::try_from(log.head().0).unwrap_or(i64::MAX));
             });
         }
         if let Some(tls) = app.tls.clone() {

@@ -129,6 +129,9 @@ pub struct DecisionLogCounters {
     pub written: Counter,
     /// A line was dropped (queue full or write error).
     pub lost: Counter,
+    /// `seq` of the last line written: an outside record of the log's head, against which
+    /// `keygate audit verify --checkpoint` shows lines cut off the end.
+    pub head_seq: Gauge,
 }
 
 impl DecisionLogCounters {
@@ -240,6 +243,11 @@ impl Metrics {
             "decision_log_lines_lost",
             "Policy decision-log lines lost (dropped when the queue was full, or failed to write)",
             self.decision_log.lost.clone(),
+        );
+        r.register(
+            "decision_log_head_seq",
+            "seq of the last decision-log line written (a log whose last seq is lower was cut off)",
+            self.decision_log.head_seq.clone(),
         );
         r.register(
             "policy_decisions",

@@ -431,3 +431,81 @@ async fn wait_for(mut condition: impl FnMut() -> bool) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// The head a restarted keygate reports in its own log (`decision log checkpoint`) lets
+/// `audit verify --checkpoint` catch what the keyless chain alone cannot: lines cut off the
+/// end, and a tail rewritten and sealed again.
+#[test]
+fn checkpoints_catch_a_cut_off_or_resealed_tail() {
+    use keygate::policy::decision_log::chain;
+    let audit = tempfile::tempdir().unwrap();
+    let log = audit.path().join("decisions.log");
+    let config = base_config(&format!(
+        "\n[decision_log]\npath = {:?}\n",
+        log.display().to_string()
+    ));
+    let (dir, config_path) = process::prepare(&config);
+    let first = process::KeygateProcess::start(dir, &config_path, "info");
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let mut client = Client::connect(first.addr).await;
+        for _ in 0..4 {
+            client
+                .post(&path("metadata", "foo"), &metadata_body())
+                .await
+                .expect_ok();
+        }
+    });
+    first.stop();
+    // A restart reports the head it resumes from.
+    let (dir, config_path) = process::prepare(&config);
+    let second = process::KeygateProcess::start(dir, &config_path, "info");
+    assert!(second.wait_for_log("decision log checkpoint", Duration::from_secs(10)));
+    let (_, stderr) = second.stop();
+    let stderr = String::from_utf8_lossy(&stderr);
+    let line: Value = stderr
+        .lines()
+        .find(|l| l.contains("decision log checkpoint"))
+        .map(|l| serde_json::from_str(l).unwrap())
+        .unwrap();
+    assert_eq!(line["seq"], 4, "{line}");
+    let checkpoint = format!("4:{}", line["hash"].as_str().unwrap());
+    let verify = |extra: &[&str]| {
+        let mut args = vec!["audit", "verify", log.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        let out = keygate(&args);
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    let (ok, out) = verify(&["--checkpoint", &checkpoint]);
+    assert!(ok && out.contains("1 checkpoints matched"), "{out}");
+
+    let good = std::fs::read_to_string(&log).unwrap();
+    let lines: Vec<&str> = good.lines().collect();
+    // Cut off the last line: the chain alone still verifies; the checkpoint does not.
+    std::fs::write(&log, format!("{}\n", lines[..3].join("\n"))).unwrap();
+    assert!(verify(&[]).0);
+    let (ok, out) = verify(&["--checkpoint", &checkpoint]);
+    assert!(!ok && out.contains("cut off the end"), "{out}");
+    // Rewrite the last line and seal it again: a valid chain, but not the recorded one.
+    let third = chain::open_line(lines[2]).unwrap();
+    let forged = lines[3].replacen("\"GetKeyMetadata\"", "\"Encrypt\"", 1);
+    let body = forged.split(",\"hash\":\"").next().unwrap().to_owned() + "}";
+    let (resealed, _) = chain::seal(&third.hash, &body);
+    std::fs::write(&log, format!("{}\n{resealed}\n", lines[..3].join("\n"))).unwrap();
+    assert!(verify(&[]).0, "the forged tail must be a valid chain");
+    let (ok, out) = verify(&["--checkpoint", &checkpoint]);
+    assert!(!ok && out.contains("rewritten"), "{out}");
+    // A malformed checkpoint is a usage error, not a verdict.
+    let out = keygate(&[
+        "audit",
+        "verify",
+        log.to_str().unwrap(),
+        "--checkpoint",
+        "4:xyz",
+    ]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("SEQ:HASH"));
+}

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 
-use super::decision_log::chain::{GENESIS, Verifier};
+use super::decision_log::chain::{Checkpoint, GENESIS, Verifier};
 use super::embedded;
 use super::set::{self, PolicyFile, PolicySet};
 use super::testing::{self, TestReport};
@@ -81,6 +81,11 @@ pub struct VerifyArgs {
     /// Decision-log files, oldest first (e.g. `decisions.log.1 decisions.log`).
     #[arg(required = true)]
     pub files: Vec<PathBuf>,
+    /// A line's `seq` and `hash` recorded outside the log (from a `decision log checkpoint`
+    /// line in keygate's own log): the files must hold that line with that hash, which shows
+    /// a log cut off at the end or rewritten after it. Repeatable.
+    #[arg(long = "checkpoint", value_name = "SEQ:HASH")]
+    pub checkpoints: Vec<Checkpoint>,
 }
 
 /// Run a `keygate policy` subcommand, writing its report to `out`.
@@ -237,7 +242,7 @@ pub fn run_check(args: &CheckArgs, out: &mut dyn Write) -> anyhow::Result<ExitCo
 /// `keygate audit verify`: the chain across the files, or the first broken line.
 pub fn run_verify(args: &VerifyArgs, out: &mut dyn Write) -> anyhow::Result<ExitCode> {
     let paths: Vec<&Path> = args.files.iter().map(PathBuf::as_path).collect();
-    match Verifier::verify_files(&paths) {
+    match Verifier::verify_files_with(&paths, args.checkpoints.clone()) {
         Ok(v) => {
             let start = match (&v.continues, v.starts_from.as_str()) {
                 (_, GENESIS) => "the start of the log".to_owned(),
@@ -246,10 +251,13 @@ pub fn run_verify(args: &VerifyArgs, out: &mut dyn Write) -> anyhow::Result<Exit
             };
             writeln!(
                 out,
-                "OK: {} lines in {} files; chain continues from {start}; last hash {}",
+                "OK: {} lines in {} files; chain continues from {start}; last seq {}, last hash {}; \
+                 {} checkpoints matched",
                 v.lines,
                 paths.len(),
-                v.last_hash
+                v.last_seq,
+                v.last_hash,
+                v.checkpoints
             )?;
             Ok(exit(true))
         }

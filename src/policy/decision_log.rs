@@ -35,6 +35,9 @@ pub struct DecisionLogConfig {
     pub queue_capacity: usize,
     /// How often a failed log is retried.
     pub retry_interval: Duration,
+    /// Most time between two `decision log checkpoint` lines in keygate's own log (one is
+    /// written only when lines were added since the last; also at start and at shutdown).
+    pub checkpoint_interval: Duration,
 }
 
 impl DecisionLogConfig {
@@ -48,6 +51,7 @@ impl DecisionLogConfig {
             instance_id: uuid::Uuid::new_v4().to_string(),
             queue_capacity: 8192,
             retry_interval: Duration::from_secs(1),
+            checkpoint_interval: Duration::from_secs(60),
         }
     }
 }
@@ -77,6 +81,8 @@ pub enum DecisionLogError {
 /// Counters and health shared with the writer thread.
 #[derive(Debug)]
 pub(crate) struct Health {
+    /// `seq` and hash of the last line written (0 and GENESIS for an empty log).
+    head: std::sync::Mutex<(u64, String)>,
     writable: AtomicBool,
     written: AtomicU64,
     lost: AtomicU64,
@@ -101,6 +107,7 @@ impl DecisionLog {
     /// Open (or resume the chain of) the log file and start the writer thread.
     pub fn open(config: DecisionLogConfig) -> Result<Self, DecisionLogError> {
         let health = Arc::new(Health {
+            head: std::sync::Mutex::new((0, chain::GENESIS.to_owned())),
             writable: AtomicBool::new(true),
             written: AtomicU64::new(0),
             lost: AtomicU64::new(0),
@@ -165,6 +172,16 @@ impl DecisionLog {
     }
 
     /// Lines written since start.
+    /// `seq` and hash of the last line written: what an outside record of the log's head
+    /// holds (see [`chain::Checkpoint`]).
+    pub fn head(&self) -> (u64, String) {
+        self.health
+            .head
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
     pub fn written(&self) -> u64 {
         self.health.written.load(Ordering::Relaxed)
     }

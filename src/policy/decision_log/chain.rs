@@ -5,6 +5,12 @@
 //! removed. Editing a line breaks its hash; deleting or reordering lines breaks the `prev_hash`
 //! link (and the `seq` counter). The first line of a rotated-to file chains to the last line of the
 //! file before it and names that file in `prev_file`.
+//!
+//! The chain has no key, so on its own it cannot show that lines were cut off the end, or that
+//! the tail was rewritten and sealed again. [`Checkpoint`]s close that gap: the writer reports
+//! its head (`seq` and `hash`) outside the log (a `decision log checkpoint` line in keygate's
+//! own log, the `keygate_decision_log_head_seq` metric), and the verifier checks that the log
+//! still holds each checkpoint's line with that hash.
 
 use std::path::Path;
 
@@ -96,6 +102,34 @@ pub struct Break {
     pub reason: String,
 }
 
+/// A line's place in the chain recorded outside the log: the log must hold the line with this
+/// `seq`, and its hash must be this `hash`. Written `SEQ:HASH` on the command line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Checkpoint {
+    pub seq: u64,
+    pub hash: String,
+}
+
+impl std::str::FromStr for Checkpoint {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad =
+            || format!("checkpoint {s:?}: expected SEQ:HASH (a line number and 64 hex digits)");
+        let (seq, hash) = s.split_once(':').ok_or_else(bad)?;
+        let seq = seq.parse::<u64>().map_err(|_| bad())?;
+        if hash.len() != HASH_HEX_LEN
+            || !hash.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+        {
+            return Err(bad());
+        }
+        Ok(Checkpoint {
+            seq,
+            hash: hash.to_owned(),
+        })
+    }
+}
+
 /// Summary of a successful verification.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Verified {
@@ -107,6 +141,10 @@ pub struct Verified {
     pub continues: Option<String>,
     /// Hash of the last line.
     pub last_hash: String,
+    /// `seq` of the last line (0 for an empty log).
+    pub last_seq: u64,
+    /// Checkpoints found in the log with the hash they recorded.
+    pub checkpoints: usize,
 }
 
 /// State carried from line to line (and file to file).
@@ -115,12 +153,28 @@ pub struct Verifier {
     last: Option<(Link, String)>,
     lines: usize,
     first: Option<Link>,
+    /// Line number of the last line in its file.
+    last_line: usize,
+    /// Checkpoints not yet met, and how many were met.
+    checkpoints: Vec<Checkpoint>,
+    matched: usize,
 }
 
 impl Verifier {
     /// Verify each file in order (oldest first), continuing the chain across them.
     pub fn verify_files(paths: &[&Path]) -> Result<Verified, Break> {
-        let mut verifier = Self::default();
+        Self::verify_files_with(paths, Vec::new())
+    }
+
+    /// As `verify_files`, and every checkpoint's line must be in the files with its hash.
+    pub fn verify_files_with(
+        paths: &[&Path],
+        checkpoints: Vec<Checkpoint>,
+    ) -> Result<Verified, Break> {
+        let mut verifier = Self {
+            checkpoints,
+            ..Self::default()
+        };
         for path in paths {
             let name = path.display().to_string();
             let text = std::fs::read_to_string(path).map_err(|e| Break {
@@ -143,12 +197,39 @@ impl Verifier {
             let number = index + 1;
             let link = open_line(line).map_err(|reason| brk(file, number, &reason))?;
             self.follow(file, number, &link)?;
+            self.check_point(file, number, &link)?;
             self.lines += 1;
+            self.last_line = number;
             if self.first.is_none() {
                 self.first = Some(link.clone());
             }
             self.last = Some((link, file.to_owned()));
         }
+        Ok(())
+    }
+
+    /// A checkpoint at this line's seq must carry this line's hash.
+    fn check_point(&mut self, file: &str, number: usize, link: &Link) -> Result<(), Break> {
+        let before = self.checkpoints.len();
+        let mut wrong = None;
+        self.checkpoints.retain(|c| {
+            if c.seq != link.seq {
+                return true;
+            }
+            if c.hash != link.hash {
+                wrong = Some(c.hash.clone());
+            }
+            false
+        });
+        if let Some(recorded) = wrong {
+            let why = format!(
+                "seq {} has hash {}, but a checkpoint recorded {recorded}: the log was rewritten \
+                 from here on",
+                link.seq, link.hash
+            );
+            return Err(brk(file, number, &why));
+        }
+        self.matched += before - self.checkpoints.len();
         Ok(())
     }
 
@@ -183,18 +264,43 @@ impl Verifier {
 
     /// The summary, once every file has been read.
     pub fn finish(self) -> Result<Verified, Break> {
+        let (last_file, last_seq) = self
+            .last
+            .as_ref()
+            .map_or((String::new(), 0), |(l, f)| (f.clone(), l.seq));
+        let first_seq = self.first.as_ref().map_or(0, |f| f.seq);
+        if let Some(c) = self.checkpoints.iter().min_by_key(|c| c.seq) {
+            let why = if c.seq > last_seq {
+                format!(
+                    "a checkpoint recorded seq {}, but the log ends at seq {last_seq}: lines were \
+                     cut off the end",
+                    c.seq
+                )
+            } else {
+                format!(
+                    "a checkpoint recorded seq {}, but the files start at seq {first_seq}: \
+                     give the older files too",
+                    c.seq
+                )
+            };
+            return Err(brk(&last_file, self.last_line, &why));
+        }
         match (self.first, self.last) {
             (Some(first), Some((last, _))) => Ok(Verified {
                 lines: self.lines,
                 starts_from: first.prev_hash,
                 continues: first.prev_file,
                 last_hash: last.hash,
+                last_seq,
+                checkpoints: self.matched,
             }),
             _ => Ok(Verified {
                 lines: 0,
                 starts_from: GENESIS.to_owned(),
                 continues: None,
                 last_hash: GENESIS.to_owned(),
+                last_seq: 0,
+                checkpoints: 0,
             }),
         }
     }

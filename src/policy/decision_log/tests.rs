@@ -77,6 +77,51 @@ fn lines_have_opa_shape_and_chain() {
     assert_eq!(got[1]["prev_hash"], first["hash"]);
     assert_eq!(verify(&[&path]).unwrap().lines, 5);
     assert_eq!((log.written(), log.lost()), (5, 0));
+    // The head is the last line written.
+    assert_eq!(log.head(), (5, got[4]["hash"].as_str().unwrap().to_owned()));
+}
+
+#[test]
+fn checkpoints_parse_and_must_be_in_range() {
+    let hash = "ab".repeat(32);
+    let c: chain::Checkpoint = format!("7:{hash}").parse().unwrap();
+    assert_eq!((c.seq, c.hash.as_str()), (7, hash.as_str()));
+    for bad in [
+        "7",
+        "x:ab",
+        "7:AB",
+        "7:abc",
+        &format!("7:{hash}0"),
+        &format!("-1:{hash}"),
+    ] {
+        assert!(bad.parse::<chain::Checkpoint>().is_err(), "{bad}");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("decisions.log");
+    let log = DecisionLog::open(config(&path)).unwrap();
+    for n in 0..3 {
+        log.record(record(n)).unwrap();
+    }
+    assert!(log.flush(WAIT));
+    let (seq, hash) = log.head();
+    let at = |seq, hash: &str| chain::Checkpoint {
+        seq,
+        hash: hash.to_owned(),
+    };
+    let v = Verifier::verify_files_with(
+        &[&path],
+        vec![
+            at(seq, &hash),
+            at(1, lines(&path)[0]["hash"].as_str().unwrap()),
+        ],
+    )
+    .unwrap();
+    assert_eq!((v.checkpoints, v.last_seq), (2, 3));
+    let err = Verifier::verify_files_with(&[&path], vec![at(2, &hash)]).unwrap_err();
+    assert_eq!(err.line, 2, "{}", err.reason);
+    assert!(err.reason.contains("rewritten"), "{}", err.reason);
+    let err = Verifier::verify_files_with(&[&path], vec![at(9, &hash)]).unwrap_err();
+    assert!(err.reason.contains("cut off the end"), "{}", err.reason);
 }
 
 #[test]

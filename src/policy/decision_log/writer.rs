@@ -50,6 +50,8 @@ struct Writer {
     last_hash: String,
     prev_file: Option<String>,
     pending: VecDeque<Box<DecisionRecord>>,
+    /// The last `decision log checkpoint`: when, and at which seq.
+    checkpointed: (Instant, u64),
 }
 
 impl Writer {
@@ -60,7 +62,7 @@ impl Writer {
         };
         let (file, id) = open_file(&config.path).map_err(|e| open_err(e.to_string()))?;
         let (seq, last_hash, size, prev_file) = resume(&config.path, &file).map_err(open_err)?;
-        Ok(Self {
+        let mut writer = Self {
             health,
             file: Some((file, id)),
             size,
@@ -69,8 +71,40 @@ impl Writer {
             last_hash,
             prev_file,
             pending: VecDeque::new(),
+            checkpointed: (Instant::now(), 0),
             config,
-        })
+        };
+        writer.publish_head();
+        // The head found at start: lines cut off while keygate was stopped show against the
+        // last checkpoint before the stop.
+        writer.checkpoint();
+        Ok(writer)
+    }
+
+    /// Makes the head (last seq and hash written) visible to `DecisionLog::head`.
+    fn publish_head(&self) {
+        *self
+            .health
+            .head
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) =
+            (self.seq, self.last_hash.clone());
+    }
+
+    /// Records the head in keygate's own log (shipped off the host in production), where
+    /// `keygate audit verify --checkpoint SEQ:HASH` can check the decision log against it.
+    fn checkpoint(&mut self) {
+        if self.seq == 0 || self.seq == self.checkpointed.1 {
+            return;
+        }
+        tracing::info!(
+            target: "keygate::decision_log",
+            seq = self.seq,
+            hash = %self.last_hash,
+            file = %self.config.path.display(),
+            "decision log checkpoint"
+        );
+        self.checkpointed = (Instant::now(), self.seq);
     }
 
     fn run(mut self, receiver: &Receiver<Message>) {
@@ -90,10 +124,14 @@ impl Writer {
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => {
                     self.write_pending();
+                    self.checkpoint();
                     return;
                 }
             }
             let wrote = self.write_pending();
+            if self.checkpointed.0.elapsed() >= self.config.checkpoint_interval {
+                self.checkpoint();
+            }
             let flushing = !acks.is_empty();
             for ack in acks {
                 let _ = ack.send(());
@@ -143,6 +181,7 @@ impl Writer {
                     self.seq = seq;
                     self.last_hash = hash;
                     self.prev_file = None;
+                    self.publish_head();
                     self.health
                         .written
                         .fetch_add(count as u64, Ordering::Relaxed);
