@@ -33,6 +33,9 @@ struct Fixed {
     backend: String,
     health_key: String,
     max_connections: usize,
+    /// Tables opened once at start, compared as a whole (their Debug text: paths, names and
+    /// numbers, never secrets).
+    tables: Vec<(&'static str, String)>,
 }
 
 impl Fixed {
@@ -43,6 +46,14 @@ impl Fixed {
             backend: format!("{:?}", config.backend.kind),
             health_key: config.backend.health_key.clone(),
             max_connections: config.limits.max_connections,
+            tables: vec![
+                // Certificate and key files are reloaded when they change; their paths and
+                // the mTLS settings are not.
+                ("[tls]", format!("{:?}", config.tls)),
+                ("[admin] listen", format!("{:?}", config.admin_listen)),
+                ("[policy]", format!("{:?}", config.policy)),
+                ("[decision_log]", format!("{:?}", config.decision_log)),
+            ],
         }
     }
 
@@ -73,6 +84,11 @@ impl Fixed {
             self.max_connections.to_string(),
             new.max_connections.to_string(),
         );
+        for ((what, old), (_, new)) in self.tables.iter().zip(&new.tables) {
+            if old != new {
+                out.push(format!("{what} changed"));
+            }
+        }
         out
     }
 }

@@ -152,10 +152,16 @@ async fn fixed_settings_need_a_restart_and_limits_change_live() {
             "name = \"main\"\nrate_limit_rps = 1\nburst = 1\n",
         ),
     ]));
+    // Tables opened once at start: a decision log and a policy timeout appear.
+    let text = std::fs::read_to_string(&s.config_path).unwrap()
+        + "\n[policy]\neval_timeout_ms = 20\n[decision_log]\npath = \"decisions.log\"\n";
+    s.write_config(&text);
     let Outcome::Applied { needs_restart } = reloader.reload() else {
         panic!("a valid config was refused")
     };
-    assert_eq!(needs_restart.len(), 2, "{needs_restart:?}");
+    assert_eq!(needs_restart.len(), 4, "{needs_restart:?}");
+    assert!(needs_restart.iter().any(|n| n == "[policy] changed"));
+    assert!(needs_restart.iter().any(|n| n == "[decision_log] changed"));
     assert!(needs_restart.iter().any(|n| n.starts_with("server.listen")));
     assert!(
         needs_restart
