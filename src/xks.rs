@@ -47,11 +47,7 @@ pub async fn handle(
         })?;
     facts.access_key_id = Some(credential.access_key_id.to_string());
     let limits = app.api_limits();
-    let caller = |metadata, aad_length| Caller {
-        metadata,
-        access_key_id: credential.access_key_id.as_str(),
-        aad_length,
-    };
+    let ak = credential.access_key_id.as_str();
     match route.operation {
         Operation::Health => {
             note(facts, api::parse_health(req.body))?;
@@ -60,7 +56,7 @@ pub async fn handle(
         }
         Operation::Metadata => {
             let m = note(facts, api::parse_metadata(req.body))?;
-            authorize(app, route, conn, &caller(&m.raw, 0), facts)?;
+            authorize(app, route, conn, &caller(&m, ak), facts)?;
             let info = key_info(app, ks, route, false).await?;
             to_json(&api::KeyMetadataResponse {
                 key_spec: info.key_spec,
@@ -70,25 +66,13 @@ pub async fn handle(
         }
         Operation::Encrypt => {
             let r = note(facts, api::parse_encrypt(req.body, limits))?;
-            authorize(
-                app,
-                route,
-                conn,
-                &caller(&r.metadata.raw, aad_len(&r.aad)),
-                facts,
-            )?;
+            authorize(app, route, conn, &caller(&r, ak), facts)?;
             let info = key_info(app, ks, route, true).await?;
             encrypt(app, route.key_id(), &info, r).await
         }
         Operation::Decrypt => {
             let r = note(facts, api::parse_decrypt(req.body, limits))?;
-            authorize(
-                app,
-                route,
-                conn,
-                &caller(&r.metadata.raw, aad_len(&r.aad)),
-                facts,
-            )?;
+            authorize(app, route, conn, &caller(&r, ak), facts)?;
             let info = key_info(app, ks, route, true).await?;
             decrypt(app, route.key_id(), &info, r).await
         }
@@ -97,6 +81,15 @@ pub async fn handle(
 
 fn aad_len<T: AsRef<[u8]>>(aad: &Option<T>) -> usize {
     aad.as_ref().map_or(0, |a| a.as_ref().len())
+}
+
+/// What the policy is told about a parsed request and its caller.
+fn caller<'a>(request: &'a impl HasMetadata, access_key_id: &'a str) -> Caller<'a> {
+    Caller {
+        metadata: &request.metadata().raw,
+        access_key_id,
+        aad_length: request.aad_length(),
+    }
 }
 
 /// Records the request ids for the log as soon as the body parsed.
@@ -113,6 +106,10 @@ fn note<T: HasMetadata>(
 
 trait HasMetadata {
     fn metadata(&self) -> &RequestMetadata;
+    /// Bytes of caller AAD (0 where the operation has none).
+    fn aad_length(&self) -> usize {
+        0
+    }
 }
 
 impl HasMetadata for RequestMetadata {
@@ -125,11 +122,17 @@ impl HasMetadata for api::EncryptRequest {
     fn metadata(&self) -> &RequestMetadata {
         &self.metadata
     }
+    fn aad_length(&self) -> usize {
+        aad_len(&self.aad)
+    }
 }
 
 impl HasMetadata for api::DecryptRequest {
     fn metadata(&self) -> &RequestMetadata {
         &self.metadata
+    }
+    fn aad_length(&self) -> usize {
+        aad_len(&self.aad)
     }
 }
 
