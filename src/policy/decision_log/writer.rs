@@ -267,7 +267,11 @@ impl Writer {
             Ok((file, id)) => {
                 self.size = file.metadata().map(|m| m.len()).unwrap_or(0);
                 self.file = Some((file, id));
-                self.set_writable(true, None);
+                // Opening proves little (a full disk opens fine): with lines waiting, the log
+                // is writable again only once they are written.
+                if self.pending.is_empty() {
+                    self.set_writable(true, None);
+                }
                 true
             }
             Err(e) => {
