@@ -40,11 +40,17 @@ impl Token {
         let pin = init_token(d, &conf);
         let module = keygate::keys::pkcs11::find_softhsm_module()
             .expect("SoftHSMv2 must be installed (apt-get install -y softhsm2)");
+        // The token is made with softhsm2-util above; its config table is keygate's own.
+        let table = keygate::keys::pkcs11::SoftHsmToken {
+            dir: d.to_owned(),
+            conf: conf.clone(),
+            pin_file: d.join("pin"),
+            label: LABEL.to_owned(),
+            module,
+        }
+        .config_table();
         let backend = format!(
-            "[backend]\nkind = \"pkcs11\"\nhealth_key = \"keygate-health\"\n[backend.pkcs11]\n\
-             module = \"{}\"\ntoken_label = \"{LABEL}\"\npin_file = \"pin\"\n\
-             softhsm2_conf = \"softhsm2.conf\"\n",
-            module.display()
+            "[backend]\nkind = \"pkcs11\"\nhealth_key = \"keygate-health\"\n[backend.pkcs11]\n{table}"
         );
         assert!(
             config_text.contains(SOFTWARE_BACKEND),
