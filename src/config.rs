@@ -87,6 +87,7 @@ struct RawLimits {
     shutdown_grace_secs: Option<u64>,
     max_connections_per_peer: Option<usize>,
     max_header_bytes: Option<usize>,
+    handshake_timeout_ms: Option<u64>,
 }
 
 #[derive(Deserialize, Default)]
@@ -174,6 +175,8 @@ pub struct LimitSettings {
     pub max_connections_per_peer: usize,
     /// Largest request head (request line and headers); larger gets 431 and a close.
     pub max_header_bytes: usize,
+    /// Longest a TLS handshake may take once the connection is accepted.
+    pub handshake_timeout: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -362,6 +365,11 @@ impl Checker {
                 .push("limits.max_in_flight must be at least 1".into());
         }
         let (max_connections_per_peer, max_header_bytes) = self.connection_limits(&raw);
+        let handshake_ms = raw.handshake_timeout_ms.unwrap_or(5_000);
+        if !(100..=60_000).contains(&handshake_ms) {
+            self.problems
+                .push("limits.handshake_timeout_ms must be between 100 and 60000".into());
+        }
         LimitSettings {
             max_plaintext,
             max_aad,
@@ -374,6 +382,7 @@ impl Checker {
             shutdown_grace: Duration::from_secs(raw.shutdown_grace_secs.unwrap_or(10)),
             max_connections_per_peer,
             max_header_bytes,
+            handshake_timeout: Duration::from_millis(handshake_ms),
         }
     }
 

@@ -98,7 +98,10 @@ async fn serve_tls(
     tls: &tls::TlsReloader,
     watcher: Watcher,
 ) {
-    let limits = tls::ConnLimits::default();
+    let limits = tls::ConnLimits {
+        handshake_timeout: app.limits().handshake_timeout,
+        ..tls::ConnLimits::default()
+    };
     if let Err(e) = tls::hygiene::set_tcp_keepalive(&stream, &limits) {
         tracing::debug!(%peer, error = %e, "cannot set TCP keepalive");
     }

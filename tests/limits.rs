@@ -1,6 +1,7 @@
 //! Each configurable resource bound, against the real server: request head size (431 and a
-//! close), connections in total and per peer address, and the idle timeout. Header and body
-//! read times are covered in tests/xks.rs (`a_slow_client_does_not_block_others`).
+//! close), connections in total and per peer address, the idle timeout, and the TLS handshake
+//! timeout. Header and body read times are covered in tests/xks.rs
+//! (`a_slow_client_does_not_block_others`).
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -165,6 +166,32 @@ async fn idle_connections_are_closed_after_the_idle_timeout() {
     assert!(started.elapsed() >= Duration::from_millis(500));
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tls_handshake_that_never_starts_is_cut_at_the_handshake_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let set = keygate::certs::write_dev_set(dir.path(), &Default::default()).unwrap();
+    let config = base_config(&format!(
+        "\n[tls]\ncert_chain = {:?}\nkey = {:?}\n",
+        set.server.cert, set.server.key
+    ))
+    .replace(
+        "[limits]\n",
+        "[limits]\nhandshake_timeout_ms = 300\nidle_timeout_secs = 60\n",
+    );
+    let s = TestServer::start_with(TestBackend::Software, &config).await;
+    // Connected, and silent: no ClientHello ever comes.
+    let mut silent = TcpStream::connect(s.addr).await.unwrap();
+    let started = Instant::now();
+    read_until_closed(&mut silent, Duration::from_secs(5))
+        .await
+        .expect("a connection without a handshake outlived handshake_timeout_ms");
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(250) && waited < Duration::from_secs(3),
+        "{waited:?}"
+    );
+}
+
 #[test]
 fn limits_are_checked_at_start() {
     use keygate::config::Config;
@@ -176,6 +203,11 @@ fn limits_are_checked_at_start() {
             "limits.max_connections_per_peer",
         ),
         ("max_connections = 0", "limits.max_connections"),
+        ("handshake_timeout_ms = 50", "limits.handshake_timeout_ms"),
+        (
+            "handshake_timeout_ms = 100000",
+            "limits.handshake_timeout_ms",
+        ),
     ] {
         let text = base_config("").replace("[limits]\n", &format!("[limits]\n{bad}\n"));
         let err = Config::parse(&text, std::path::Path::new("k.toml")).unwrap_err();
