@@ -54,6 +54,9 @@ pub struct ConnArgs {
     /// PEM private key for mTLS.
     #[arg(long, requires = "client_cert")]
     pub client_key: Option<PathBuf>,
+    /// Longest wait for a connection (TCP and TLS) and for each response, e.g. 10s, 500ms.
+    #[arg(long, default_value = "10s", value_parser = load::parse_duration)]
+    pub timeout: std::time::Duration,
 }
 
 impl ConnArgs {
@@ -66,7 +69,7 @@ impl ConnArgs {
             client_cert: self.client_cert.clone(),
             client_key: self.client_key.clone(),
         };
-        Connector::new(target, &tls)
+        Ok(Connector::new(target, &tls)?.with_timeout(self.timeout))
     }
 
     /// The signer these flags describe.

@@ -275,3 +275,76 @@ async fn mutual_tls_presents_the_client_certificate() {
     };
     assert!(Connector::new(target, &half).is_err());
 }
+
+/// A listener that accepts connections and never sends a byte, holding them open.
+async fn silent_listener() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((stream, _)) = listener.accept().await {
+            held.push(stream);
+        }
+    });
+    port
+}
+
+#[tokio::test]
+async fn a_proxy_that_never_answers_times_out_instead_of_hanging() {
+    use keygate::client::conn::ConnError;
+    use std::time::{Duration, Instant};
+    let port = silent_listener().await;
+    let limit = Duration::from_millis(300);
+    let bounded = |waited: Duration| waited >= limit && waited < Duration::from_secs(3);
+
+    // Plain HTTP: the connection opens, the response never comes.
+    let url = format!("http://127.0.0.1:{port}");
+    let connector = Connector::new(Target::parse(&url, "").unwrap(), &TlsOptions::default())
+        .unwrap()
+        .with_timeout(limit);
+    let mut conn = connector.connect().await.unwrap();
+    let req = wire::post(
+        connector.target(),
+        &signer(),
+        "/kms/xks/v1/health",
+        Bytes::new(),
+    )
+    .unwrap();
+    let started = Instant::now();
+    let err = conn.send(req).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ConnError::TimedOut {
+                what: "response",
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(bounded(started.elapsed()), "{:?}", started.elapsed());
+
+    // HTTPS: the TLS handshake never completes.
+    let pki = pki();
+    let opts = TlsOptions {
+        cacert: Some(pki.path("ca.pem")),
+        ..TlsOptions::default()
+    };
+    let url = format!("https://localhost:{port}");
+    let connector = Connector::new(Target::parse(&url, "").unwrap(), &opts)
+        .unwrap()
+        .with_timeout(limit);
+    let started = Instant::now();
+    let err = connector.connect().await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ConnError::TimedOut {
+                what: "connection",
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(bounded(started.elapsed()), "{:?}", started.elapsed());
+}

@@ -1,6 +1,7 @@
 //! HTTP/1.1 keep-alive connections to an XKS proxy, over TCP or TLS (hyper client + tokio-rustls).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Request, StatusCode, Uri};
@@ -34,7 +35,20 @@ pub enum ConnError {
     /// The HTTP exchange failed.
     #[error("HTTP: {0}")]
     Http(#[from] hyper::Error),
+    /// The proxy did not finish connecting, or answering, in time.
+    #[error("no {what} within {after:?}")]
+    TimedOut {
+        /// "connection" or "response".
+        what: &'static str,
+        /// The limit that passed.
+        after: Duration,
+    },
 }
+
+/// How long connecting (TCP, TLS handshake) and each request-response exchange may take,
+/// unless `Connector::with_timeout` says otherwise: a proxy that accepts and never answers
+/// fails the request instead of hanging the run.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Where the proxy is: scheme, address, `Host` value and the API base path.
 #[derive(Clone, Debug)]
@@ -106,6 +120,7 @@ impl Target {
 pub struct Connector {
     target: Arc<Target>,
     tls: Option<(TlsConnector, ServerName<'static>)>,
+    timeout: Duration,
 }
 
 impl std::fmt::Debug for Connector {
@@ -131,7 +146,14 @@ impl Connector {
         Ok(Self {
             target: Arc::new(target),
             tls,
+            timeout: DEFAULT_TIMEOUT,
         })
+    }
+
+    /// Bounds connecting and every exchange on its connections by `timeout`.
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
     }
 
     /// The target this connector reaches.
@@ -139,8 +161,21 @@ impl Connector {
         &self.target
     }
 
-    /// Opens one keep-alive HTTP/1.1 connection (TCP_NODELAY; TLS handshake when https).
+    /// Opens one keep-alive HTTP/1.1 connection (TCP_NODELAY; TLS handshake when https),
+    /// within the connector's timeout.
     pub async fn connect(&self) -> Result<Connection, ConnError> {
+        let timed_out = ConnError::TimedOut {
+            what: "connection",
+            after: self.timeout,
+        };
+        let mut conn = tokio::time::timeout(self.timeout, self.connect_now())
+            .await
+            .map_err(|_| timed_out)??;
+        conn.timeout = self.timeout;
+        Ok(conn)
+    }
+
+    async fn connect_now(&self) -> Result<Connection, ConnError> {
         let addr = format!("{}:{}", self.target.host, self.target.port);
         let io_err = |source| ConnError::Connect {
             addr: addr.clone(),
@@ -164,6 +199,7 @@ impl Connector {
 #[derive(Debug)]
 pub struct Connection {
     sender: http1::SendRequest<Full<Bytes>>,
+    timeout: Duration,
 }
 
 /// A fully read response.
@@ -187,7 +223,10 @@ impl Connection {
             // The connection's own error (e.g. the peer closed) surfaces on the next send.
             let _closed = conn.await;
         });
-        Ok(Self { sender })
+        Ok(Self {
+            sender,
+            timeout: DEFAULT_TIMEOUT,
+        })
     }
 
     /// Whether the peer (or an error) has closed this connection.
@@ -195,8 +234,18 @@ impl Connection {
         self.sender.is_closed()
     }
 
-    /// Sends one request and reads the whole response.
+    /// Sends one request and reads the whole response, within the connection's timeout.
     pub async fn send(&mut self, req: Request<Full<Bytes>>) -> Result<Reply, ConnError> {
+        let timed_out = ConnError::TimedOut {
+            what: "response",
+            after: self.timeout,
+        };
+        tokio::time::timeout(self.timeout, self.exchange(req))
+            .await
+            .map_err(|_| timed_out)?
+    }
+
+    async fn exchange(&mut self, req: Request<Full<Bytes>>) -> Result<Reply, ConnError> {
         self.sender.ready().await?;
         let response = self.sender.send_request(req).await?;
         let (parts, body) = response.into_parts();
