@@ -171,7 +171,6 @@ impl DecisionLog {
         done.recv_timeout(timeout).is_ok()
     }
 
-    /// Lines written since start.
     /// `seq` and hash of the last line written: what an outside record of the log's head
     /// holds (see [`chain::Checkpoint`]).
     pub fn head(&self) -> (u64, String) {
@@ -182,6 +181,7 @@ impl DecisionLog {
             .clone()
     }
 
+    /// Lines written since start.
     pub fn written(&self) -> u64 {
         self.health.written.load(Ordering::Relaxed)
     }

@@ -80,13 +80,13 @@ impl PolicyInput<'_> {
     }
 }
 
-/// RFC 3339 in UTC with nanoseconds, e.g. `2026-11-22T05:46:02.123456789Z`.
 /// `requestMetadata` as a policy value, converted in place rather than cloned first.
 fn metadata_value(metadata: &Map<String, Json>) -> Value {
     use serde::Deserialize;
     Value::deserialize(metadata).unwrap_or(Value::Undefined)
 }
 
+/// RFC 3339 in UTC with nanoseconds, e.g. `2026-11-22T05:46:02.123456789Z`.
 pub(crate) fn rfc3339(time: SystemTime) -> String {
     let at = time::OffsetDateTime::from(time);
     at.format(&time::format_description::well_known::Rfc3339)
