@@ -168,11 +168,9 @@ impl Connector {
             what: "connection",
             after: self.timeout,
         };
-        let mut conn = tokio::time::timeout(self.timeout, self.connect_now())
+        tokio::time::timeout(self.timeout, self.connect_now())
             .await
-            .map_err(|_| timed_out)??;
-        conn.timeout = self.timeout;
-        Ok(conn)
+            .map_err(|_| timed_out)?
     }
 
     async fn connect_now(&self) -> Result<Connection, ConnError> {
@@ -188,9 +186,9 @@ impl Connector {
         match &self.tls {
             Some((connector, name)) => {
                 let stream = connector.connect(name.clone(), tcp).await.map_err(io_err)?;
-                Connection::handshake(stream).await
+                Connection::handshake(stream, self.timeout).await
             }
-            None => Connection::handshake(tcp).await,
+            None => Connection::handshake(tcp, self.timeout).await,
         }
     }
 }
@@ -214,7 +212,8 @@ pub struct Reply {
 }
 
 impl Connection {
-    async fn handshake<S>(stream: S) -> Result<Self, ConnError>
+    /// HTTP/1.1 over `stream`; every exchange on it is bounded by `timeout`.
+    async fn handshake<S>(stream: S, timeout: Duration) -> Result<Self, ConnError>
     where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
@@ -223,10 +222,7 @@ impl Connection {
             // The connection's own error (e.g. the peer closed) surfaces on the next send.
             let _closed = conn.await;
         });
-        Ok(Self {
-            sender,
-            timeout: DEFAULT_TIMEOUT,
-        })
+        Ok(Self { sender, timeout })
     }
 
     /// Whether the peer (or an error) has closed this connection.

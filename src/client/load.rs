@@ -11,7 +11,7 @@ use serde_json::Value;
 use tokio::time::Instant;
 
 use super::ConnArgs;
-use super::conn::{Connection, Connector};
+use super::conn::{ConnError, Connection, Connector};
 use super::expect;
 use super::report::{LoadReport, LoadTotals};
 use super::sign::Signer;
@@ -113,8 +113,6 @@ fn histogram() -> anyhow::Result<Histogram<u64>> {
     Ok(Histogram::new_with_bounds(1, 60_000_000, 3)?)
 }
 
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
-
 /// One connection's loop: send, measure, repeat until the deadline.
 async fn worker(plan: Arc<Plan>, index: u32, connections: u32) -> anyhow::Result<WorkerTotals> {
     let mut totals = WorkerTotals {
@@ -160,8 +158,9 @@ async fn worker(plan: Arc<Plan>, index: u32, connections: u32) -> anyhow::Result
             &plan.path,
             plan.body(),
         )?;
-        match tokio::time::timeout(REQUEST_TIMEOUT, c.send(req)).await {
-            Ok(Ok(reply)) => {
+        // The connection bounds the exchange (`--timeout`, 10 s by default).
+        match c.send(req).await {
+            Ok(reply) => {
                 let us = u64::try_from(scheduled.elapsed().as_micros()).unwrap_or(u64::MAX);
                 totals.latency_us.saturating_record(us.max(1));
                 plan.responses.fetch_add(1, Ordering::Relaxed);
@@ -172,8 +171,8 @@ async fn worker(plan: Arc<Plan>, index: u32, connections: u32) -> anyhow::Result
                     record_error(&plan, &mut totals, &expect::describe(&reply));
                 }
             }
-            Ok(Err(_)) => record_error(&plan, &mut totals, "TransportError"),
-            Err(_) => record_error(&plan, &mut totals, "Timeout"),
+            Err(ConnError::TimedOut { .. }) => record_error(&plan, &mut totals, "Timeout"),
+            Err(_) => record_error(&plan, &mut totals, "TransportError"),
         }
     }
     Ok(totals)
