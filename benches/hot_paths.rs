@@ -143,9 +143,7 @@ fn request_path(c: &mut Criterion) {
 }
 
 fn request_path_with(c: &mut Criterion, name: &str, decision_log: &str) {
-    use keygate::router::route;
-    use keygate::server::ConnInfo;
-    use keygate::xks::{self, RequestFacts};
+    use keygate::xks::{self, ConnInfo, RequestFacts, route};
 
     let dir = tempfile::tempdir().unwrap();
     let keys = dir.path().join("keys.json");
@@ -201,8 +199,15 @@ secret = "{SECRET}"
             let route = route(&app.keystores(), PATH).unwrap();
             let req = signed(&headers, &body);
             let mut facts = RequestFacts::default();
-            let result = rt.block_on(xks::handle(&app, &route, &req, &conn, &mut facts));
-            let result = xks::authorize::log_decision(&app, &mut facts, result);
+            let svc = &app.xks;
+            let result = rt.block_on(xks::handle(
+                &svc.handles,
+                svc.api_limits(),
+                &route,
+                &req,
+                &conn,
+                &mut facts,
+            ));
             app.metrics.record_request(keygate::metrics::RequestRecord {
                 operation: route.operation.as_str(),
                 keystore: &route.keystore.name,

@@ -40,19 +40,19 @@ pub trait Readiness: Send + Sync + fmt::Debug {
 /// bound) and the key backend is not UNAVAILABLE.
 #[derive(Debug)]
 pub struct AppReadiness {
-    app: Arc<crate::app::App>,
+    health: Arc<crate::health::HealthMonitor>,
 }
 
 impl AppReadiness {
-    pub fn new(app: Arc<crate::app::App>) -> AppReadiness {
-        AppReadiness { app }
+    pub fn new(health: Arc<crate::health::HealthMonitor>) -> AppReadiness {
+        AppReadiness { health }
     }
 }
 
 #[async_trait]
 impl Readiness for AppReadiness {
     async fn ready(&self) -> Result<(), String> {
-        if self.app.health.ready().await {
+        if self.health.ready().await {
             Ok(())
         } else {
             Err("the key backend is UNAVAILABLE".into())

@@ -179,7 +179,7 @@ pub struct LimitSettings {
     pub handshake_timeout: Duration,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BackendKind {
     Software { key_file: PathBuf },
     Pkcs11(crate::keys::pkcs11::Pkcs11Settings),

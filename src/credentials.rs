@@ -19,7 +19,7 @@ impl AccessKeyId {
         if !(20..=30).contains(&s.len()) || !ok_chars {
             return Err(format!(
                 "access key id {:?} must be 20 to 30 characters of A-Z and 2-7",
-                crate::xks::error::sanitize_message(s)
+                crate::sanitize::sanitize_message(s)
             ));
         }
         Ok(AccessKeyId(s.to_owned()))

@@ -37,6 +37,8 @@ pub mod policy;
 pub mod random;
 pub mod reload;
 pub mod router;
+pub mod sanitize;
+pub mod serve;
 pub mod server;
 pub mod shed;
 pub mod sigv4;

@@ -4,6 +4,7 @@
 //! A [`PolicySet`] is parsed, compiled and self-tested once; the [`PolicyEngine`] holds the current
 //! set behind an `ArcSwap` so a reload swaps it atomically while requests keep flowing.
 
+mod authorizer;
 pub mod cli;
 pub mod decision_log;
 pub mod embedded;
@@ -22,6 +23,7 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwap;
 use regorus::Value;
 
+pub use authorizer::{ABANDONED, Authorizer, Judgement, LogRefused, Verdict};
 pub use input::PolicyInput;
 pub use set::{PolicyFile, PolicySet};
 pub use stats::{PolicyCounts, PolicyStats};

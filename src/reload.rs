@@ -1,163 +1,203 @@
-//! Configuration hot reload, on SIGHUP and when the config file changes (its modification
-//! time and size are polled). Key stores, credentials, key ids, rate limits and request
-//! limits change in place, with no restart and no dropped connection. A new config that
-//! fails its checks is refused, every problem is logged, and the running one stays.
-//! Settings a running process cannot change are reported as needing a restart and ignored.
+//! The reload supervisor: one SIGHUP listener and one tick fan out to everything that reloads
+//! without a restart (the config file, the policy directory, the TLS certificate files, the
+//! software backend's key file). On SIGHUP everything is reloaded; on each tick only what
+//! changed on disk ([`stamp::Watch`]). Each part keeps what is in force when its new version
+//! is refused.
 
+mod config;
+pub mod stamp;
+
+use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use tokio::signal::unix::{Signal, SignalKind, signal};
 
-use crate::app::App;
-use crate::config::Config;
+pub use config::{Outcome, Reloader};
+use stamp::{Watch, Watched};
 
-/// How often the config file's modification time is checked.
+use crate::keys::software::SoftwareBackend;
+use crate::policy::Authorizer;
+use crate::server::tls::TlsReloader;
+
+/// How often the watched files are looked at.
 pub const POLL_EVERY: Duration = Duration::from_secs(2);
 
-/// What a reload did.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
-    /// The new config is in force; the listed settings were ignored until a restart.
-    Applied { needs_restart: Vec<String> },
-    /// The new config failed its checks (every problem); the running one stays.
-    Refused { problems: Vec<String> },
+/// One reloadable part: how it is watched and how it reloads.
+enum Part {
+    Config(Box<Reloader>),
+    Policy {
+        dir: PathBuf,
+        authorizer: Authorizer,
+    },
+    Tls(Arc<TlsReloader>),
+    KeyFile(Arc<SoftwareBackend>),
 }
 
-/// The settings fixed for the life of the process.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Fixed {
-    listen: Option<String>,
-    fleet_size: u32,
-    backend: String,
-    health_key: String,
-    max_connections: usize,
-    /// Tables opened once at start, compared as a whole (their Debug text: paths, names and
-    /// numbers, never secrets).
-    tables: Vec<(&'static str, String)>,
-}
-
-impl Fixed {
-    fn of(config: &Config, listen_overridden: bool) -> Fixed {
-        Fixed {
-            listen: (!listen_overridden).then(|| config.server.listen.to_string()),
-            fleet_size: config.server.fleet_size,
-            backend: format!("{:?}", config.backend.kind),
-            health_key: config.backend.health_key.clone(),
-            max_connections: config.limits.max_connections,
-            tables: vec![
-                // Certificate and key files are reloaded when they change; their paths and
-                // the mTLS settings are not.
-                ("[tls]", format!("{:?}", config.tls)),
-                ("[admin] listen", format!("{:?}", config.admin_listen)),
-                ("[policy]", format!("{:?}", config.policy)),
-                ("[decision_log]", format!("{:?}", config.decision_log)),
-            ],
-        }
-    }
-
-    /// The settings that differ in `new`, described for the log.
-    fn changes(&self, new: &Fixed) -> Vec<String> {
-        let mut out = Vec::new();
-        let mut differ = |what: &str, old: String, new: String| {
-            if old != new {
-                out.push(format!("{what} changed from {old} to {new}"));
-            }
-        };
-        if let (Some(old), Some(new)) = (&self.listen, &new.listen) {
-            differ("server.listen", old.clone(), new.clone());
-        }
-        differ(
-            "server.fleet_size",
-            self.fleet_size.to_string(),
-            new.fleet_size.to_string(),
-        );
-        differ("backend", self.backend.clone(), new.backend.clone());
-        differ(
-            "backend.health_key",
-            self.health_key.clone(),
-            new.health_key.clone(),
-        );
-        differ(
-            "limits.max_connections",
-            self.max_connections.to_string(),
-            new.max_connections.to_string(),
-        );
-        for ((what, old), (_, new)) in self.tables.iter().zip(&new.tables) {
-            if old != new {
-                out.push(format!("{what} changed"));
-            }
-        }
-        out
+impl std::fmt::Debug for Part {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
     }
 }
 
-/// Reloads one config file into one running `App`.
-#[derive(Debug)]
-pub struct Reloader {
-    app: Arc<App>,
-    path: PathBuf,
-    fixed: Fixed,
-    listen_overridden: bool,
-    stamp: Option<(SystemTime, u64)>,
-}
-
-impl Reloader {
-    /// `config` is the one `app` was built from. With `listen_overridden` (`--listen`), the
-    /// file's listen address is not compared.
-    pub fn new(app: Arc<App>, config: &Config, listen_overridden: bool) -> Reloader {
-        Reloader {
-            app,
-            path: config.path.clone(),
-            fixed: Fixed::of(config, listen_overridden),
-            listen_overridden,
-            stamp: stamp(&config.path),
+impl Part {
+    fn name(&self) -> &'static str {
+        match self {
+            Part::Config(_) => "configuration",
+            Part::Policy { .. } => "policy",
+            Part::Tls(_) => "TLS certificate",
+            Part::KeyFile(_) => "key file",
         }
     }
 
-    /// Reads the file again and applies it, or refuses it.
-    pub fn reload(&mut self) -> Outcome {
-        self.stamp = stamp(&self.path);
-        let config = match Config::load(&self.path) {
-            Ok(c) => c,
-            Err(e) => {
-                for p in &e.problems {
-                    tracing::error!(file = %self.path.display(), problem = %p, "new configuration refused");
+    fn watched(&self) -> Watched {
+        match self {
+            Part::Config(r) => Watched::Files(vec![r.path().to_owned()]),
+            Part::Policy { dir, .. } => Watched::Dir {
+                dir: dir.clone(),
+                ext: "rego",
+            },
+            Part::Tls(t) => Watched::Files(
+                t.settings()
+                    .files()
+                    .into_iter()
+                    .map(|p| p.to_owned())
+                    .collect(),
+            ),
+            Part::KeyFile(k) => Watched::Files(vec![k.path().to_owned()]),
+        }
+    }
+
+    async fn reload(&mut self) {
+        match self {
+            Part::Config(r) => {
+                if let Outcome::Applied { .. } = r.reload() {
+                    r.warn_missing_keys().await;
                 }
-                tracing::error!(file = %self.path.display(), problems = e.problems.len(), "configuration reload refused; the running configuration stays in force");
-                self.app.metrics.record_reload(false);
-                return Outcome::Refused {
-                    problems: e.problems,
-                };
+            }
+            Part::Policy { dir, authorizer } => {
+                let (engine, dir) = (authorizer.engine().clone(), dir.clone());
+                let outcome = tokio::task::spawn_blocking(move || {
+                    crate::policy::reload::reload_dir(&engine, &dir)
+                })
+                .await;
+                if !matches!(outcome, Ok(Ok(_))) {
+                    authorizer.stats().count_reload_failure();
+                }
+            }
+            Part::Tls(t) => {
+                let _ = t.reload();
+            }
+            Part::KeyFile(k) => match k.reload() {
+                Ok(()) => tracing::info!(file = %k.path().display(), "key file reloaded"),
+                Err(e) => {
+                    tracing::error!(error = %e, "key file changed but cannot be loaded; the previous keys stay in force")
+                }
+            },
+        }
+    }
+}
+
+/// Everything that reloads, and how each looked last.
+#[derive(Debug)]
+pub struct Supervisor {
+    parts: Vec<(Part, Watch)>,
+    poll_every: Duration,
+}
+
+impl Supervisor {
+    /// A supervisor with nothing to watch yet, looking every `poll_every`.
+    pub fn new(poll_every: Duration) -> Supervisor {
+        Supervisor {
+            parts: Vec::new(),
+            poll_every,
+        }
+    }
+
+    fn with(mut self, part: Part) -> Supervisor {
+        let watch = Watch::new(part.watched());
+        self.parts.push((part, watch));
+        self
+    }
+
+    /// Follows the config file.
+    pub fn config(self, reloader: Reloader) -> Supervisor {
+        self.with(Part::Config(Box::new(reloader)))
+    }
+
+    /// Follows a policy directory, swapping it into `authorizer`'s engine.
+    pub fn policy(self, dir: PathBuf, authorizer: Authorizer) -> Supervisor {
+        self.with(Part::Policy { dir, authorizer })
+    }
+
+    /// Follows the TLS certificate, key and client CA files.
+    pub fn tls(self, reloader: Arc<TlsReloader>) -> Supervisor {
+        self.with(Part::Tls(reloader))
+    }
+
+    /// Follows the software backend's key file.
+    pub fn key_file(self, backend: Arc<SoftwareBackend>) -> Supervisor {
+        self.with(Part::KeyFile(backend))
+    }
+
+    /// Everything a running [`App`](crate::app::App) reloads: its config file (unless
+    /// `config` is `None`), policy directory, TLS files and software key file.
+    pub fn for_app(app: &Arc<crate::app::App>, config: Option<Reloader>) -> Supervisor {
+        let mut s = Supervisor::new(POLL_EVERY);
+        if let Some(reloader) = config {
+            s = s.config(reloader);
+        }
+        if let Some(dir) = app.policy_dir.clone() {
+            s = s.policy(dir, app.authorizer.clone());
+        }
+        if let Some(tls) = app.tls.clone() {
+            s = s.tls(tls);
+        }
+        if let Some(software) = app.software.clone() {
+            s = s.key_file(software);
+        }
+        s
+    }
+
+    /// Reloads every part now (as on SIGHUP).
+    pub async fn reload_all(&mut self) {
+        for (part, watch) in &mut self.parts {
+            watch.mark();
+            part.reload().await;
+        }
+    }
+
+    /// Reloads the parts whose files changed since the last look.
+    pub async fn reload_changed(&mut self) {
+        for (part, watch) in &mut self.parts {
+            if watch.changed() {
+                tracing::info!(part = part.name(), "files changed: reloading");
+                part.reload().await;
+            }
+        }
+    }
+
+    /// Installs the SIGHUP handler now (so a signal right after start-up reloads instead of
+    /// ending the process) and runs until `shutdown` completes.
+    pub fn spawn(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> tokio::task::JoinHandle<()> {
+        let hangup = match signal(SignalKind::hangup()) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot install the SIGHUP handler; reloading on file change only");
+                None
             }
         };
-        for w in &config.warnings {
-            tracing::warn!("{w}");
-        }
-        let needs_restart = self
-            .fixed
-            .changes(&Fixed::of(&config, self.listen_overridden));
-        for n in &needs_restart {
-            tracing::warn!(setting = %n, "needs restart; ignored until then");
-        }
-        self.app.apply(&config);
-        self.app.metrics.record_reload(true);
-        let credentials: usize = config.keystores.iter().map(|k| k.credentials.len()).sum();
-        tracing::info!(file = %self.path.display(), keystores = config.keystores.len(), credentials, "configuration reloaded");
-        Outcome::Applied { needs_restart }
+        tokio::spawn(self.run(hangup, shutdown))
     }
 
-    /// Reloads when the file's modification time or size changed since the last look.
-    pub fn reload_if_changed(&mut self) -> Option<Outcome> {
-        let now = stamp(&self.path)?;
-        (self.stamp != Some(now)).then(|| self.reload())
-    }
-
-    /// Reloads on every SIGHUP and file change until the app is gone.
-    async fn run(mut self, mut hangup: Option<Signal>, poll_every: Duration) {
-        let mut tick = tokio::time::interval(poll_every);
+    async fn run(mut self, mut hangup: Option<Signal>, shutdown: impl Future<Output = ()>) {
+        let mut tick = tokio::time::interval(self.poll_every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tokio::pin!(shutdown);
         loop {
             let on_signal = async {
                 match hangup.as_mut() {
@@ -165,36 +205,14 @@ impl Reloader {
                     None => std::future::pending().await,
                 }
             };
-            let outcome = tokio::select! {
+            tokio::select! {
+                () = &mut shutdown => return,
                 Some(()) = on_signal => {
-                    tracing::info!("SIGHUP: reloading the configuration");
-                    Some(self.reload())
+                    tracing::info!("SIGHUP: reloading the configuration, policy, certificates and keys");
+                    self.reload_all().await;
                 }
-                _ = tick.tick() => self.reload_if_changed(),
-            };
-            if let Some(Outcome::Applied { .. }) = outcome {
-                for (ks, key) in self.app.missing_keys().await {
-                    tracing::warn!(keystore = %ks, key_id = %key, "configured key is not in the key backend; requests for it get KeyNotFoundException");
-                }
+                _ = tick.tick() => self.reload_changed().await,
             }
         }
     }
-}
-
-/// Installs the SIGHUP handler now (so a signal right after start-up reloads instead of
-/// ending the process) and follows the file every `poll_every`.
-pub fn spawn(reloader: Reloader, poll_every: Duration) -> tokio::task::JoinHandle<()> {
-    let hangup = match signal(SignalKind::hangup()) {
-        Ok(s) => Some(s),
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot install the SIGHUP handler; reloading on file change only");
-            None
-        }
-    };
-    tokio::spawn(reloader.run(hangup, poll_every))
-}
-
-fn stamp(path: &std::path::Path) -> Option<(SystemTime, u64)> {
-    let m = std::fs::metadata(path).ok()?;
-    Some((m.modified().ok()?, m.len()))
 }

@@ -1,6 +1,8 @@
 //! The XKS listener: `run(listener, app, shutdown)` accepts connections under a cap, runs the
 //! TLS handshake when HTTPS is configured (server/tls.rs), serves HTTP/1.1 keep-alive on each
-//! connection in its own task, and drains in-flight requests on shutdown.
+//! connection in its own task, and drains in-flight requests on shutdown. When `run` returns,
+//! no connection task is left: every request has been answered (or cut at the grace period)
+//! and its decision line handed to the log.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -15,9 +17,11 @@ use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
 
 use crate::app::App;
 use crate::router;
+use crate::xks::{ConnInfo, Service};
 
 pub mod peer_limit;
 pub mod timed_io;
@@ -26,21 +30,20 @@ pub mod tls;
 use peer_limit::PeerLimit;
 use timed_io::TimedIo;
 
-/// What the request path knows about the connection a request came on.
-#[derive(Debug, Clone)]
-pub struct ConnInfo {
-    pub peer: SocketAddr,
-    /// The mTLS client certificate's subject, when a certificate was presented.
-    pub client_subject: Option<String>,
-}
-
-/// Serves XKS requests on `listener` until `shutdown` completes, then drains.
+/// Serves XKS requests on `listener` until `shutdown` completes, then drains: idle
+/// connections close at once, requests in flight get `shutdown_grace_secs`, and whatever is
+/// still open then is cut. Returns once every connection task has ended.
 pub async fn run(listener: TcpListener, app: Arc<App>, shutdown: impl Future<Output = ()>) {
-    let permits = Arc::new(Semaphore::new(app.limits().max_connections));
+    let svc = app.xks.clone();
+    let tls = app.tls.clone();
+    let permits = Arc::new(Semaphore::new(svc.limits().max_connections));
     let peers = PeerLimit::default();
     let graceful = GracefulShutdown::new();
+    let mut tasks = JoinSet::new();
     tokio::pin!(shutdown);
     loop {
+        // Reap finished connection tasks so the set holds only live ones.
+        while tasks.try_join_next().is_some() {}
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(a) => a,
@@ -54,10 +57,10 @@ pub async fn run(listener: TcpListener, app: Arc<App>, shutdown: impl Future<Out
             () = &mut shutdown => break,
         };
         let Ok(permit) = permits.clone().try_acquire_owned() else {
-            tracing::warn!(%peer, limit = app.limits().max_connections, "connection refused: connection limit reached");
+            tracing::warn!(%peer, limit = svc.limits().max_connections, "connection refused: connection limit reached");
             continue;
         };
-        let per_peer = app.limits().max_connections_per_peer;
+        let per_peer = svc.limits().max_connections_per_peer;
         let Some(peer_permit) = peers.try_acquire(peer.ip(), per_peer) else {
             tracing::warn!(%peer, limit = per_peer, "connection refused: per-peer connection limit reached");
             continue;
@@ -65,16 +68,16 @@ pub async fn run(listener: TcpListener, app: Arc<App>, shutdown: impl Future<Out
         if let Err(e) = stream.set_nodelay(true) {
             tracing::debug!(%peer, error = %e, "cannot set TCP_NODELAY");
         }
-        let (app, watcher) = (app.clone(), graceful.watcher());
-        tokio::spawn(async move {
-            match app.tls.clone() {
-                Some(tls) => serve_tls(stream, peer, app, &tls, watcher).await,
+        let (svc, tls, watcher) = (svc.clone(), tls.clone(), graceful.watcher());
+        tasks.spawn(async move {
+            match tls {
+                Some(tls) => serve_tls(stream, peer, svc, &tls, watcher).await,
                 None => {
                     let conn = ConnInfo {
                         peer,
                         client_subject: None,
                     };
-                    serve_connection(stream, conn, app, watcher).await;
+                    serve_connection(stream, conn, svc, watcher).await;
                 }
             }
             drop((permit, peer_permit));
@@ -82,11 +85,20 @@ pub async fn run(listener: TcpListener, app: Arc<App>, shutdown: impl Future<Out
     }
     drop(listener);
     // Idle keep-alive connections close now; requests in flight get the grace period.
-    let grace = app.limits().shutdown_grace;
+    let grace = svc.limits().shutdown_grace;
+    let drained = async {
+        graceful.shutdown().await;
+        // Connections still in their TLS handshake are not watched: they end by themselves
+        // (the handshake deadline) or at the grace period.
+        while tasks.join_next().await.is_some() {}
+    };
     tokio::select! {
-        () = graceful.shutdown() => tracing::info!("all connections drained"),
+        () = drained => tracing::info!("all connections drained"),
         () = tokio::time::sleep(grace) => tracing::warn!(?grace, "connections still open after the grace period; closing"),
     }
+    // A request cut here is never answered; its judgement, if any, is recorded as abandoned.
+    tasks.abort_all();
+    while tasks.join_next().await.is_some() {}
 }
 
 /// Runs the TLS handshake (bounded, keepalive on) and serves the connection with the
@@ -94,12 +106,12 @@ pub async fn run(listener: TcpListener, app: Arc<App>, shutdown: impl Future<Out
 async fn serve_tls(
     stream: tokio::net::TcpStream,
     peer: SocketAddr,
-    app: Arc<App>,
+    svc: Arc<Service>,
     tls: &tls::TlsReloader,
     watcher: Watcher,
 ) {
     let limits = tls::ConnLimits {
-        handshake_timeout: app.limits().handshake_timeout,
+        handshake_timeout: svc.limits().handshake_timeout,
         ..tls::ConnLimits::default()
     };
     if let Err(e) = tls::hygiene::set_tcp_keepalive(&stream, &limits) {
@@ -118,14 +130,14 @@ async fn serve_tls(
         peer,
         client_subject: tls::client_subject(stream.get_ref().1),
     };
-    serve_connection(stream, conn, app, watcher).await;
+    serve_connection(stream, conn, svc, watcher).await;
 }
 
 /// Serves one connection over any byte stream (plain TCP or TLS).
 pub fn serve_connection<I>(
     io: I,
     conn: ConnInfo,
-    app: Arc<App>,
+    svc: Arc<Service>,
     watcher: Watcher,
 ) -> impl Future<Output = ()> + Send + 'static
 where
@@ -133,14 +145,14 @@ where
 {
     let conn = Arc::new(conn);
     let peer = conn.peer;
-    let limits = app.limits();
+    let limits = svc.limits();
     let (io, phase) = TimedIo::new(io, limits.header_read_timeout, limits.idle_timeout);
     let max_header_bytes = limits.max_header_bytes;
     let service = service_fn(move |req| {
-        let (app, conn, phase) = (app.clone(), conn.clone(), phase.clone());
+        let (svc, conn, phase) = (svc.clone(), conn.clone(), phase.clone());
         phase.begin_request();
         async move {
-            let resp = router::handle(app, req, conn).await;
+            let resp = router::handle(svc, req, conn).await;
             phase.end_request();
             Ok::<_, Infallible>(resp)
         }

@@ -1,25 +1,29 @@
-//! The four XKS operations, orchestration only: authenticate, parse, check the key store's
-//! key list, then run the operation with `envelope` building the AAD and CDIV and the key
-//! backend doing the cryptography.
+//! The XKS front door's gate, orchestration only: authenticate (SigV4), parse, judge (the
+//! [`Authorizer`](crate::policy::Authorizer)), check the key store's key list, run the
+//! operation with `envelope` building the AAD and CDIV and the key backend doing the
+//! cryptography, and close the judgement with the answer. HTTP stays in the router.
 
 pub mod api;
-pub mod authorize;
+mod authorize;
 pub mod envelope;
 pub mod error;
+pub mod keystore;
+pub mod route;
+mod service;
 
 use std::time::SystemTime;
 
 use zeroize::Zeroizing;
 
-use crate::app::{App, Keystore};
 use crate::keys::{KeyError, KeyInfo, SealedRef};
-use crate::router::{Operation, Route};
-use crate::server::ConnInfo;
 use crate::sigv4::{self, SignedRequest};
 use api::{RequestMetadata, b64};
-use authorize::{Caller, authorize};
+use authorize::{Caller, close, judge};
 use envelope::{CiphertextMetadata, cdiv, frame_aad};
 use error::XksError;
+use keystore::Keystore;
+pub use route::{ConnInfo, Operation, Route, route};
+pub use service::{Handles, Service};
 
 /// What the request log line needs to know about a request, filled in as it is learnt.
 #[derive(Debug, Default, Clone)]
@@ -27,13 +31,13 @@ pub struct RequestFacts {
     pub kms_request_id: Option<String>,
     pub kms_operation: Option<String>,
     pub access_key_id: Option<String>,
-    /// The policy's judgement, logged once the response is known.
-    pub decision: Option<crate::policy::decision_log::DecisionRecord>,
 }
 
-/// Runs one routed request whose body has been read. Returns the JSON response body.
+/// Runs one routed request whose body has been read; returns the JSON response body. A
+/// judged request's decision line is handed to the log before this returns.
 pub async fn handle(
-    app: &App,
+    h: &Handles,
+    limits: api::Limits,
     route: &Route,
     req: &SignedRequest<'_>,
     conn: &ConnInfo,
@@ -46,37 +50,52 @@ pub async fn handle(
             XksError::AuthenticationFailed(e.public_message())
         })?;
     facts.access_key_id = Some(credential.access_key_id.to_string());
-    let limits = app.api_limits();
     let ak = credential.access_key_id.as_str();
     match route.operation {
         Operation::Health => {
             note(facts, api::parse_health(req.body))?;
-            let health = app.health.current().await;
+            let health = h.health.current().await;
             to_json(&health)
         }
         Operation::Metadata => {
             let m = note(facts, api::parse_metadata(req.body))?;
-            authorize(app, route, conn, &caller(&m, ak), facts)?;
-            let info = key_info(app, ks, route, false).await?;
-            to_json(&api::KeyMetadataResponse {
-                key_spec: info.key_spec,
-                key_usage: info.usage_names(),
-                key_status: if info.enabled { "ENABLED" } else { "DISABLED" },
-            })
+            let (judgement, allowed) = judge(&h.authorizer, route, conn, &caller(&m, ak));
+            let result = async {
+                allowed?;
+                metadata(h, ks, route).await
+            };
+            close(judgement, result.await)
         }
         Operation::Encrypt => {
             let r = note(facts, api::parse_encrypt(req.body, limits))?;
-            authorize(app, route, conn, &caller(&r, ak), facts)?;
-            let info = key_info(app, ks, route, true).await?;
-            encrypt(app, route.key_id(), &info, r).await
+            let (judgement, allowed) = judge(&h.authorizer, route, conn, &caller(&r, ak));
+            let result = async {
+                allowed?;
+                let info = key_info(h, ks, route, true).await?;
+                encrypt(h, route.key_id(), &info, r).await
+            };
+            close(judgement, result.await)
         }
         Operation::Decrypt => {
             let r = note(facts, api::parse_decrypt(req.body, limits))?;
-            authorize(app, route, conn, &caller(&r, ak), facts)?;
-            let info = key_info(app, ks, route, true).await?;
-            decrypt(app, route.key_id(), &info, r).await
+            let (judgement, allowed) = judge(&h.authorizer, route, conn, &caller(&r, ak));
+            let result = async {
+                allowed?;
+                let info = key_info(h, ks, route, true).await?;
+                decrypt(h, route.key_id(), &info, r).await
+            };
+            close(judgement, result.await)
         }
     }
+}
+
+async fn metadata(h: &Handles, ks: &Keystore, route: &Route) -> Result<String, XksError> {
+    let info = key_info(h, ks, route, false).await?;
+    to_json(&api::KeyMetadataResponse {
+        key_spec: info.key_spec,
+        key_usage: info.usage_names(),
+        key_status: if info.enabled { "ENABLED" } else { "DISABLED" },
+    })
 }
 
 fn aad_len<T: AsRef<[u8]>>(aad: &Option<T>) -> usize {
@@ -145,16 +164,16 @@ fn to_json<T: serde::Serialize>(value: &T) -> Result<String, XksError> {
 /// the key's facts now; Encrypt and Decrypt (`for_use`) may use facts read within
 /// [`USE_FRESHNESS`](crate::keys::USE_FRESHNESS).
 async fn key_info(
-    app: &App,
+    h: &Handles,
     ks: &Keystore,
     route: &Route,
     for_use: bool,
 ) -> Result<KeyInfo, XksError> {
     let key_id = listed(ks, route)?;
     let info = if for_use {
-        app.backend.key_info_for_use(key_id).await
+        h.keys.key_info_for_use(key_id).await
     } else {
-        app.backend.key_info(key_id).await
+        h.keys.key_info(key_id).await
     };
     info.map_err(|e| XksError::from_key(&e, key_id))
 }
@@ -187,7 +206,7 @@ fn require(info: &KeyInfo, key_id: &str, op: crate::keys::KeyOp) -> Result<(), X
 }
 
 async fn encrypt(
-    app: &App,
+    h: &Handles,
     key_id: &str,
     info: &KeyInfo,
     r: api::EncryptRequest,
@@ -202,8 +221,8 @@ async fn encrypt(
     let meta = CiphertextMetadata::new(info.current_version).encode();
     let framed =
         frame_aad(aad, &meta).map_err(|e| XksError::UnsupportedOperation(e.to_string()))?;
-    let sealed = app
-        .backend
+    let sealed = h
+        .keys
         .encrypt(key_id, info.current_version, &r.plaintext, &framed)
         .await
         .map_err(|e| XksError::from_key(&e, key_id))?;
@@ -215,8 +234,8 @@ async fn encrypt(
             ciphertext: &sealed.ciphertext,
             tag: &sealed.tag,
         };
-        let back = app
-            .backend
+        let back = h
+            .keys
             .decrypt(key_id, info.current_version, sref, &framed)
             .await
             .map_err(|e| XksError::from_key(&e, key_id))?;
@@ -237,7 +256,7 @@ async fn encrypt(
 }
 
 async fn decrypt(
-    app: &App,
+    h: &Handles,
     key_id: &str,
     info: &KeyInfo,
     r: api::DecryptRequest,
@@ -256,8 +275,8 @@ async fn decrypt(
         ciphertext: &r.ciphertext,
         tag: &r.tag,
     };
-    let plaintext = app
-        .backend
+    let plaintext = h
+        .keys
         .decrypt(key_id, meta.key_version, sref, &framed)
         .await
         .map_err(|e| XksError::from_key(&e, key_id))?;

@@ -24,7 +24,7 @@ pub(super) struct RawDecisionLog {
 }
 
 /// `[policy]`: a policy directory replaces the embedded default policy.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PolicySettings {
     /// `None`: the embedded default policy (allow every authenticated request).
     pub dir: Option<PathBuf>,
@@ -33,7 +33,7 @@ pub struct PolicySettings {
 }
 
 /// `[decision_log]`: one hash-chained JSON line per evaluated request.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DecisionLogSettings {
     pub path: PathBuf,
     /// Refuse requests while the log cannot be written.

@@ -5,8 +5,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
-use std::time::SystemTime;
+use std::sync::Arc;
 
 use aes_gcm::aead::{AeadInOut, KeyInit};
 use aes_gcm::{Aes256Gcm, Nonce, Tag};
@@ -177,16 +176,10 @@ fn write_key_file(path: &Path, file: &KeyFile) -> Result<(), String> {
     Ok(())
 }
 
-fn file_stamp(path: &Path) -> Option<(SystemTime, u64)> {
-    let m = std::fs::metadata(path).ok()?;
-    Some((m.modified().ok()?, m.len()))
-}
-
 /// The software backend, serving from an in-memory key set that follows the key file.
 pub struct SoftwareBackend {
     path: PathBuf,
     keys: ArcSwap<KeySet>,
-    stamp: Mutex<Option<(SystemTime, u64)>>,
 }
 
 impl std::fmt::Debug for SoftwareBackend {
@@ -200,12 +193,10 @@ impl std::fmt::Debug for SoftwareBackend {
 impl SoftwareBackend {
     /// Loads the key file; any problem refuses the whole file.
     pub fn open(path: &Path) -> Result<Self, String> {
-        let stamp = file_stamp(path);
         let keys = load_keys(&read_key_file(path)?)?;
         Ok(SoftwareBackend {
             path: path.to_path_buf(),
             keys: ArcSwap::from_pointee(keys),
-            stamp: Mutex::new(stamp),
         })
     }
 
@@ -213,26 +204,12 @@ impl SoftwareBackend {
         &self.path
     }
 
-    /// Reloads the key file when it changed on disk. On a bad file the old keys stay in force.
-    /// Returns Ok(true) when new keys were loaded.
-    pub fn reload_if_changed(&self) -> Result<bool, String> {
-        let now = file_stamp(&self.path);
-        {
-            let stamp = self
-                .stamp
-                .lock()
-                .map_err(|_| "key file state poisoned".to_owned())?;
-            if *stamp == now {
-                return Ok(false);
-            }
-        }
-        let result = read_key_file(&self.path).and_then(|f| load_keys(&f));
-        // Remember the stamp either way so a bad file is reported once, not every poll.
-        if let Ok(mut stamp) = self.stamp.lock() {
-            *stamp = now;
-        }
-        self.keys.store(Arc::new(result?));
-        Ok(true)
+    /// Reads the key file again (the reload supervisor calls this when it changed on disk).
+    /// On a bad file the old keys stay in force.
+    pub fn reload(&self) -> Result<(), String> {
+        let keys = read_key_file(&self.path).and_then(|f| load_keys(&f))?;
+        self.keys.store(Arc::new(keys));
+        Ok(())
     }
 
     /// Ids of the loaded keys.

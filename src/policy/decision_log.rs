@@ -93,6 +93,8 @@ pub(crate) struct Health {
 pub(crate) enum Message {
     Record(Box<DecisionRecord>),
     Flush(mpsc::Sender<()>),
+    /// Write everything queued, write the shutdown checkpoint, acknowledge, and stop.
+    Close(mpsc::Sender<()>),
 }
 
 /// Handle to the decision log; clones share one writer.
@@ -101,6 +103,8 @@ pub struct DecisionLog {
     sender: SyncSender<Message>,
     health: Arc<Health>,
     fail_closed: bool,
+    /// The writer thread, taken by the first [`DecisionLog::close`].
+    thread: Arc<std::sync::Mutex<Option<std::thread::JoinHandle<()>>>>,
 }
 
 impl DecisionLog {
@@ -115,12 +119,38 @@ impl DecisionLog {
         });
         let (sender, receiver) = mpsc::sync_channel(config.queue_capacity.max(1));
         let fail_closed = config.fail_closed;
-        writer::spawn(config, receiver, Arc::clone(&health))?;
+        let thread = writer::spawn(config, receiver, Arc::clone(&health))?;
         Ok(Self {
             sender,
             health,
             fail_closed,
+            thread: Arc::new(std::sync::Mutex::new(Some(thread))),
         })
+    }
+
+    /// Stop the log at shutdown: every line queued before this call is written (or counted
+    /// lost when the file cannot take it), the shutdown checkpoint is logged, and the writer
+    /// thread is joined. Lines offered afterwards are refused ([`DecisionLogError::Stopped`]).
+    /// Returns `false` when the writer did not finish within `timeout` (it is then left
+    /// running; nothing more can be done for its lines).
+    pub fn close(&self, timeout: Duration) -> bool {
+        let Some(thread) = self
+            .thread
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()
+        else {
+            return true;
+        };
+        let (ack, done) = mpsc::channel();
+        // `send` waits for room in a full queue: the writer is draining it.
+        if self.sender.send(Message::Close(ack)).is_err() {
+            return thread.join().is_ok();
+        }
+        match done.recv_timeout(timeout) {
+            Ok(()) => thread.join().is_ok(),
+            Err(_) => false,
+        }
     }
 
     /// Whether the last write (or reopen attempt) succeeded.

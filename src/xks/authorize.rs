@@ -1,18 +1,15 @@
-//! Secondary authorization: the policy judges Encrypt, Decrypt and GetKeyMetadata after SigV4
-//! and JSON parsing and before the key backend is touched (never GetHealthStatus); the judgement
-//! goes to the decision log once the response is known.
+//! Secondary authorization at the XKS door: the policy judges Encrypt, Decrypt and
+//! GetKeyMetadata after SigV4 and JSON parsing and before the key backend is touched (never
+//! GetHealthStatus). The judgement is opened here and closed by `xks::handle` once the answer
+//! is known; a verdict that refuses becomes the spec's error here.
 
 use std::time::SystemTime;
 
 use serde_json::{Map, Value};
 
-use super::RequestFacts;
 use super::error::XksError;
-use crate::app::App;
-use crate::policy::PolicyInput;
-use crate::policy::decision_log::DecisionRecord;
-use crate::router::Route;
-use crate::server::ConnInfo;
+use super::route::{ConnInfo, Route};
+use crate::policy::{Authorizer, Judgement, PolicyInput, Verdict};
 
 /// What the policy needs beyond the route and the connection.
 pub(super) struct Caller<'a> {
@@ -22,14 +19,14 @@ pub(super) struct Caller<'a> {
     pub aad_length: usize,
 }
 
-/// Judge the request; `Err` is the refusal to send.
-pub(super) fn authorize(
-    app: &App,
+/// Judges the request: the open judgement, and the refusal to send when the verdict is not
+/// allow.
+pub(super) fn judge(
+    authorizer: &Authorizer,
     route: &Route,
     conn: &ConnInfo,
     caller: &Caller<'_>,
-    facts: &mut RequestFacts,
-) -> Result<(), XksError> {
+) -> (Judgement, Result<(), XksError>) {
     let input = PolicyInput {
         operation: route.operation.as_str(),
         keystore: &route.keystore.name,
@@ -42,61 +39,35 @@ pub(super) fn authorize(
         time: SystemTime::now(),
         aad_length: caller.aad_length,
     };
-    let prepared = input.to_value();
-    let outcome = app.policy.evaluate_prepared(&prepared);
-    app.policy_stats.count(&outcome);
-    app.metrics
-        .policy_decision(&route.keystore.name, matches!(&outcome, Ok(d) if d.allow));
-    if app.decision_log.is_some() {
-        let revision = app.policy.revision();
-        facts.decision = Some(DecisionRecord::new(
-            &input, &prepared, &outcome, &revision, None,
-        ));
-    }
-    match outcome {
-        Ok(d) if d.allow => {
-            if app
-                .decision_log
-                .as_ref()
-                .is_some_and(|l| l.refuses_requests())
-            {
-                app.policy_stats.count_log_refusal();
-                return Err(log_unavailable());
-            }
-            Ok(())
+    let judgement = authorizer.judge(&input);
+    let refusal = refusal(judgement.verdict());
+    (judgement, refusal)
+}
+
+fn refusal(verdict: &Verdict) -> Result<(), XksError> {
+    match verdict {
+        Verdict::Allow => Ok(()),
+        Verdict::Deny(reasons) if reasons.is_empty() => {
+            Err(XksError::AccessDenied("denied by policy".into()))
         }
-        Ok(d) if d.reasons.is_empty() => Err(XksError::AccessDenied("denied by policy".into())),
-        Ok(d) => Err(XksError::AccessDenied(format!(
+        Verdict::Deny(reasons) => Err(XksError::AccessDenied(format!(
             "denied by policy: {}",
-            d.reasons.join("; ")
+            reasons.join("; ")
         ))),
-        Err(e) => {
-            tracing::error!(error = %e, keystore = %route.keystore.name, "policy evaluation failed; request refused");
-            Err(XksError::AccessDenied(format!(
-                "policy evaluation failed, request refused: {e}"
-            )))
-        }
+        Verdict::Failed(e) => Err(XksError::AccessDenied(format!(
+            "policy evaluation failed, request refused: {e}"
+        ))),
+        Verdict::LogUnavailable => Err(log_unavailable()),
     }
 }
 
-/// Hand the judgement, completed with the response's errorName, to the decision log. In
-/// fail-closed mode a line that cannot be logged turns a success into a refusal.
-pub fn log_decision(
-    app: &App,
-    facts: &mut RequestFacts,
-    result: Result<String, XksError>,
-) -> Result<String, XksError> {
-    let (Some(mut record), Some(log)) = (facts.decision.take(), app.decision_log.as_ref()) else {
-        return result;
-    };
-    record.error_name = result.as_ref().err().map(|e| e.name().to_owned());
-    match log.record(record) {
-        Err(e) if result.is_ok() => {
-            app.policy_stats.count_log_refusal();
-            tracing::error!(error = %e, "decision log refused the line; request refused (fail_closed)");
-            Err(log_unavailable())
-        }
-        _ => result,
+/// Closes the judgement with the answer: a success whose line cannot be written in
+/// fail-closed mode becomes a refusal.
+pub(super) fn close<T>(judgement: Judgement, result: Result<T, XksError>) -> Result<T, XksError> {
+    let error_name = result.as_ref().err().map(XksError::name);
+    match judgement.record(error_name) {
+        Ok(()) => result,
+        Err(_) => Err(log_unavailable()),
     }
 }
 

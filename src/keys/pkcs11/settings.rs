@@ -22,9 +22,18 @@ pub enum IvMode {
     ZeroBuffer,
 }
 
-/// A PIN held in memory: zeroized on drop, printed as `***`.
+/// A PIN held in memory: zeroized on drop, printed as `***`, compared in constant time.
 #[derive(Clone)]
 pub struct Pin(Zeroizing<String>);
+
+impl PartialEq for Pin {
+    fn eq(&self, other: &Pin) -> bool {
+        use subtle::ConstantTimeEq;
+        self.0.as_bytes().ct_eq(other.0.as_bytes()).into()
+    }
+}
+
+impl Eq for Pin {}
 
 impl Pin {
     pub fn new(pin: String) -> Pin {
@@ -117,7 +126,7 @@ mod defaults {
 }
 
 /// Checked settings: every path resolved, the PIN loaded.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Pkcs11Settings {
     pub module: PathBuf,
     pub token: TokenSelector,

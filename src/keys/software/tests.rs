@@ -63,7 +63,7 @@ fn usage_and_status_are_enforced() {
         .unwrap()
         .set_enabled("foo", false)
         .unwrap();
-    assert!(b.reload_if_changed().unwrap());
+    b.reload().unwrap();
     assert_eq!(
         b.encrypt_now("foo", 1, b"x", b"").err(),
         Some(KeyError::Disabled)
@@ -77,7 +77,7 @@ fn rotation_keeps_old_versions_decryptable() {
     let old = b.encrypt_now("foo", 1, b"v1", b"").unwrap();
     let listing = SoftwareAdmin::open(&path).unwrap().rotate("foo").unwrap();
     assert_eq!(listing.versions, 2);
-    b.reload_if_changed().unwrap();
+    b.reload().unwrap();
     let info = futures_lite_block(b.key_info("foo")).unwrap();
     assert_eq!(info.current_version, 2);
     assert_eq!(
@@ -100,7 +100,7 @@ fn a_bad_key_file_is_refused_whole() {
     let b = SoftwareBackend::open(&path).unwrap();
     let text = std::fs::read_to_string(&path).unwrap();
     std::fs::write(&path, &text[..text.len() / 2]).unwrap();
-    let e = b.reload_if_changed().unwrap_err();
+    let e = b.reload().unwrap_err();
     assert!(e.contains("corrupt"), "{e}");
     assert!(
         !e.contains(&text[100..140]),

@@ -31,13 +31,30 @@ pub(super) fn spawn(
     config: DecisionLogConfig,
     receiver: Receiver<Message>,
     health: Arc<Health>,
-) -> Result<(), DecisionLogError> {
+) -> Result<std::thread::JoinHandle<()>, DecisionLogError> {
     let writer = Writer::open(config, health)?;
     std::thread::Builder::new()
         .name("decision-log".into())
         .spawn(move || writer.run(&receiver))
-        .map(|_| ())
         .map_err(|_| DecisionLogError::Stopped)
+}
+
+/// Why a checkpoint line is written.
+#[derive(Debug, Clone, Copy)]
+enum CheckpointAt {
+    Start,
+    Interval,
+    Shutdown,
+}
+
+impl CheckpointAt {
+    fn as_str(self) -> &'static str {
+        match self {
+            CheckpointAt::Start => "start",
+            CheckpointAt::Interval => "interval",
+            CheckpointAt::Shutdown => "shutdown",
+        }
+    }
 }
 
 struct Writer {
@@ -77,7 +94,7 @@ impl Writer {
         writer.publish_head();
         // The head found at start: lines cut off while keygate was stopped show against the
         // last checkpoint before the stop.
-        writer.checkpoint();
+        writer.checkpoint(CheckpointAt::Start);
         Ok(writer)
     }
 
@@ -93,8 +110,11 @@ impl Writer {
 
     /// Records the head in keygate's own log (shipped off the host in production), where
     /// `keygate audit verify --checkpoint SEQ:HASH` can check the decision log against it.
-    fn checkpoint(&mut self) {
-        if self.seq == 0 || self.seq == self.checkpointed.1 {
+    /// At start and on the interval, only when lines were added since the last one; at
+    /// shutdown always (the last word on the log's head).
+    fn checkpoint(&mut self, at: CheckpointAt) {
+        let unchanged = self.seq == self.checkpointed.1;
+        if self.seq == 0 || (unchanged && !matches!(at, CheckpointAt::Shutdown)) {
             return;
         }
         tracing::info!(
@@ -102,6 +122,7 @@ impl Writer {
             seq = self.seq,
             hash = %self.last_hash,
             file = %self.config.path.display(),
+            at = at.as_str(),
             "decision log checkpoint"
         );
         self.checkpointed = (Instant::now(), self.seq);
@@ -111,26 +132,46 @@ impl Writer {
         loop {
             let wait = self.config.retry_interval.min(TICK);
             let mut acks = Vec::new();
+            let mut close = None;
             match receiver.recv_timeout(wait) {
                 Ok(message) => {
-                    self.accept(message, &mut acks);
-                    while self.pending.len() < self.config.queue_capacity {
+                    self.accept(message, &mut acks, &mut close);
+                    while close.is_none() && self.pending.len() < self.config.queue_capacity {
                         match receiver.try_recv() {
-                            Ok(more) => self.accept(more, &mut acks),
+                            Ok(more) => self.accept(more, &mut acks, &mut close),
                             Err(_) => break,
                         }
                     }
                 }
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => {
-                    self.write_pending();
-                    self.checkpoint();
+                    self.finish();
                     return;
                 }
             }
+            if let Some(ack) = close {
+                self.finish();
+                // Lines queued after the close: nobody is left to write them.
+                let late = receiver
+                    .try_iter()
+                    .filter(|m| matches!(m, Message::Record(_)))
+                    .count() as u64;
+                if late > 0 {
+                    self.health.lost.fetch_add(late, Ordering::Relaxed);
+                    tracing::error!(
+                        lost = late,
+                        "decision lines offered after the log closed: lost"
+                    );
+                }
+                for ack in acks {
+                    let _ = ack.send(());
+                }
+                let _ = ack.send(());
+                return;
+            }
             let wrote = self.write_pending();
             if self.checkpointed.0.elapsed() >= self.config.checkpoint_interval {
-                self.checkpoint();
+                self.checkpoint(CheckpointAt::Interval);
             }
             let flushing = !acks.is_empty();
             for ack in acks {
@@ -142,7 +183,29 @@ impl Writer {
         }
     }
 
-    fn accept(&mut self, message: Message, acks: &mut Vec<Sender<()>>) {
+    /// The last write at shutdown: everything pending (tried once more after a failure, then
+    /// counted lost), and the shutdown checkpoint.
+    fn finish(&mut self) {
+        self.write_pending();
+        if !self.pending.is_empty() {
+            std::thread::sleep(self.config.retry_interval.min(TICK));
+            self.write_pending();
+        }
+        if !self.pending.is_empty() {
+            let lost = self.pending.len() as u64;
+            self.health.lost.fetch_add(lost, Ordering::Relaxed);
+            tracing::error!(lost, path = %self.config.path.display(), "decision log cannot be written at shutdown: lines lost");
+            self.pending.clear();
+        }
+        self.checkpoint(CheckpointAt::Shutdown);
+    }
+
+    fn accept(
+        &mut self,
+        message: Message,
+        acks: &mut Vec<Sender<()>>,
+        close: &mut Option<Sender<()>>,
+    ) {
         match message {
             Message::Record(record) => {
                 self.pending.push_back(record);
@@ -153,6 +216,7 @@ impl Writer {
                 }
             }
             Message::Flush(ack) => acks.push(ack),
+            Message::Close(ack) => *close = Some(ack),
         }
     }
 

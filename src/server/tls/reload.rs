@@ -1,13 +1,11 @@
 //! Certificate reload without restart: the configuration in force lives in an `ArcSwap`;
-//! `reload()` rebuilds it from the files and swaps it in only if the new one is good.
-//! Triggered by SIGHUP and by a change of any file's mtime or size (polled). Connections
-//! already open keep the configuration they were accepted with.
+//! `reload()` rebuilds it from the files and swaps it in only if the new one is good. The
+//! reload supervisor (`crate::reload`) calls it on SIGHUP and when a file changes.
+//! Connections already open keep the configuration they were accepted with.
 
-use std::future::Future;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use arc_swap::ArcSwap;
 use rustls::ServerConfig;
@@ -18,9 +16,6 @@ use super::build::server_config;
 use super::material::leaf_not_after;
 use super::settings::TlsSettings;
 use super::verifier::Refusals;
-
-/// How often the watcher looks at the files' mtimes.
-pub const POLL_INTERVAL: Duration = Duration::from_secs(2);
 
 /// Told the served certificate's expiry after the first load and every successful reload
 /// (the metrics' days-to-expiry gauge).
@@ -119,74 +114,4 @@ impl TlsReloader {
             }
         }
     }
-
-    /// Reloads on SIGHUP and whenever a file's mtime or size changes (checked every `poll`),
-    /// until `shutdown` completes.
-    pub async fn watch(self: Arc<Self>, poll: Duration, shutdown: impl Future<Output = ()>) {
-        let mut hangup = hangup_signal();
-        let mut stamps = Stamps::read(&self.settings.files());
-        let mut ticker = tokio::time::interval(poll);
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        tokio::pin!(shutdown);
-        loop {
-            tokio::select! {
-                () = &mut shutdown => return,
-                () = next_hangup(&mut hangup) => {
-                    tracing::info!("SIGHUP: reloading TLS configuration");
-                    stamps = Stamps::read(&self.settings.files());
-                    let _ = self.reload();
-                }
-                _ = ticker.tick() => {
-                    let now = Stamps::read(&self.settings.files());
-                    if now != stamps {
-                        tracing::info!("TLS files changed: reloading");
-                        stamps = now;
-                        let _ = self.reload();
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// Modification time and size of each watched file (`None` if unreadable).
-#[derive(Debug, PartialEq, Eq)]
-struct Stamps(Vec<(PathBuf, Option<(SystemTime, u64)>)>);
-
-impl Stamps {
-    fn read(files: &[&Path]) -> Stamps {
-        Stamps(
-            files
-                .iter()
-                .map(|p| {
-                    let meta = std::fs::metadata(p).ok();
-                    let stamp = meta.and_then(|m| Some((m.modified().ok()?, m.len())));
-                    (p.to_path_buf(), stamp)
-                })
-                .collect(),
-        )
-    }
-}
-
-type Hangup = Option<tokio::signal::unix::Signal>;
-
-fn hangup_signal() -> Hangup {
-    use tokio::signal::unix::{SignalKind, signal};
-    match signal(SignalKind::hangup()) {
-        Ok(s) => Some(s),
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot listen for SIGHUP; reloading on file change only");
-            None
-        }
-    }
-}
-
-/// Completes on the next SIGHUP; never, when signals are unavailable.
-async fn next_hangup(hangup: &mut Hangup) {
-    if let Some(s) = hangup
-        && s.recv().await.is_some()
-    {
-        return;
-    }
-    std::future::pending::<()>().await
 }

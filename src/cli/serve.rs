@@ -1,0 +1,205 @@
+//! `keygate serve`: the flags, the dev data dir, the TLS overrides; then `crate::serve` runs it.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Args;
+
+use super::{EXIT_USAGE, load_config};
+use crate::config::Config;
+use crate::server::tls::{TlsSettings, TlsToml};
+use crate::telemetry::{self, LogFormat};
+
+#[derive(Args, Debug)]
+pub(super) struct ServeArgs {
+    /// The configuration file.
+    #[arg(long, short = 'c', required_unless_present = "dev")]
+    config: Option<PathBuf>,
+    /// Development mode: create (first run) or reuse a config with generated credentials and
+    /// software test keys in --data-dir.
+    #[arg(long, conflicts_with = "config")]
+    dev: bool,
+    /// Where --dev keeps its config, keys and secret.
+    #[arg(long, default_value = "keygate-dev", requires = "dev")]
+    data_dir: PathBuf,
+    /// Key backend --dev creates: software keys, or a SoftHSMv2 token in --data-dir.
+    #[arg(long, value_enum, default_value = "software", requires = "dev")]
+    backend: DevBackend,
+    /// Listen address, overriding the config (--dev default: 127.0.0.1:8080).
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+    /// Policy directory, replacing the config's `[policy] dir` and the embedded policy.
+    #[arg(long)]
+    policy_dir: Option<PathBuf>,
+    /// Decision log file, replacing the config's `[decision_log] path`.
+    #[arg(long)]
+    decision_log: Option<PathBuf>,
+    #[arg(long, value_enum, default_value = "json")]
+    log_format: LogFormat,
+    #[command(flatten)]
+    tls: TlsArgs,
+    /// Plain-HTTP admin listener (/ping, /healthz, /readyz), overriding `[admin] listen`.
+    #[arg(long)]
+    admin_listen: Option<SocketAddr>,
+}
+
+/// TLS flags; each overrides the same `[tls]` setting of the config file.
+#[derive(Args, Debug, Default)]
+struct TlsArgs {
+    /// PEM file: server certificate followed by its intermediates.
+    #[arg(long)]
+    tls_cert: Option<PathBuf>,
+    /// PEM file: the server certificate's private key.
+    #[arg(long)]
+    tls_key: Option<PathBuf>,
+    /// PEM bundle of CAs client certificates must chain to (turns on mTLS).
+    #[arg(long)]
+    client_ca: Option<PathBuf>,
+    /// Name client certificates must carry as CN or SAN dNSName.
+    #[arg(long)]
+    client_name: Option<String>,
+}
+
+impl TlsArgs {
+    fn given(&self) -> bool {
+        self.tls_cert.is_some()
+            || self.tls_key.is_some()
+            || self.client_ca.is_some()
+            || self.client_name.is_some()
+    }
+
+    fn into_toml(self) -> TlsToml {
+        let abs = |p: Option<PathBuf>| p.map(|p| std::path::absolute(&p).unwrap_or(p));
+        TlsToml {
+            cert_chain: abs(self.tls_cert),
+            key: abs(self.tls_key),
+            client_ca: abs(self.client_ca),
+            client_name: self.client_name,
+        }
+    }
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum DevBackend {
+    Software,
+    Softhsm2,
+}
+
+pub(super) fn serve(args: ServeArgs) -> ExitCode {
+    let _log_guard = telemetry::init(args.log_format);
+    let path = match (&args.config, args.dev) {
+        (Some(p), _) => p.clone(),
+        (None, _) => {
+            let listen = args
+                .listen
+                .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 8080)));
+            let boot = match args.backend {
+                DevBackend::Software => crate::dev::bootstrap(&args.data_dir, listen),
+                DevBackend::Softhsm2 => crate::dev::softhsm2::ensure_environment(&args.data_dir)
+                    .and_then(|()| crate::dev::softhsm2::bootstrap(&args.data_dir, listen)),
+            };
+            match boot {
+                Ok(p) => p,
+                Err(e) => {
+                    eprintln!("keygate: cannot prepare the dev data dir: {e}");
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
+    };
+    let mut config = match load_config(&path) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    if let Some(listen) = args.listen {
+        config.server.listen = listen;
+    }
+    if let Some(dir) = args.policy_dir {
+        config.policy.dir = Some(dir);
+    }
+    if let Some(path) = args.decision_log {
+        match &mut config.decision_log {
+            Some(log) => log.path = path,
+            None => {
+                config.decision_log = Some(crate::config::DecisionLogSettings {
+                    path,
+                    fail_closed: false,
+                    rotate_bytes: None,
+                    rotate_interval: None,
+                });
+            }
+        }
+    }
+    if let Some(admin) = args.admin_listen {
+        config.admin_listen = Some(admin);
+    }
+    let dev_ca = match apply_tls(&mut config, args.tls, args.dev.then_some(&args.data_dir)) {
+        Ok(ca) => ca,
+        Err(code) => return code,
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("keygate: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let options = crate::serve::Options {
+        dev_ca: args.dev.then_some(dev_ca).flatten(),
+        dev: args.dev,
+        listen_overridden: args.listen.is_some(),
+    };
+    match runtime.block_on(crate::serve::run(config, options)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "keygate stopped");
+            eprintln!("keygate: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Applies the TLS flags over `[tls]`; in dev mode without any TLS setting, uses (and if
+/// needed makes) a development certificate in the data dir and returns its CA file.
+fn apply_tls(
+    config: &mut Config,
+    flags: TlsArgs,
+    dev_dir: Option<&PathBuf>,
+) -> Result<Option<PathBuf>, ExitCode> {
+    if flags.given() {
+        let base = config
+            .tls
+            .as_ref()
+            .map(TlsSettings::to_toml)
+            .unwrap_or_default();
+        let cwd = std::env::current_dir().unwrap_or_default();
+        config.tls = Some(base.overridden_by(flags.into_toml()).check(&cwd).map_err(
+            |problems| {
+                eprintln!("keygate: the TLS settings are not valid:");
+                for p in &problems {
+                    eprintln!("  - {p}");
+                }
+                ExitCode::from(EXIT_USAGE)
+            },
+        )?);
+        // The dev banner then shows https; the CA is whoever issued --tls-cert.
+        return Ok(dev_dir.map(|_| PathBuf::from("<CA of --tls-cert>")));
+    }
+    let Some(dir) = dev_dir.filter(|_| config.tls.is_none()) else {
+        return Ok(None);
+    };
+    match crate::certs::ensure_dev_server(&dir.join("tls")) {
+        Ok((server, ca)) => {
+            config.tls = Some(TlsSettings::new(server.cert, server.key));
+            Ok(Some(ca))
+        }
+        Err(e) => {
+            eprintln!("keygate: cannot prepare the development certificate: {e}");
+            Err(ExitCode::FAILURE)
+        }
+    }
+}

@@ -1,0 +1,170 @@
+//! The one way to judge a request and record the decision: [`Authorizer::judge`] evaluates
+//! the policy and opens a [`Judgement`]; [`Judgement::record`] closes it with the outcome
+//! the front door answered and writes the decision line. A judgement dropped unrecorded (the
+//! request was cancelled, the connection cut at shutdown) still writes its line, marked
+//! `RequestAbandoned`: a decision that was made is a decision that was recorded.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::decision_log::{DecisionLog, DecisionLogError, DecisionRecord};
+use super::{Decision, PolicyEngine, PolicyError, PolicyInput, PolicyStats};
+use crate::metrics::Metrics;
+
+/// The error name recorded for a judged request that never got an answer.
+pub const ABANDONED: &str = "RequestAbandoned";
+
+/// Policy engine, outcome counters and decision log, shared by every front door.
+#[derive(Debug, Clone)]
+pub struct Authorizer {
+    engine: PolicyEngine,
+    stats: Arc<PolicyStats>,
+    decision_log: Option<DecisionLog>,
+    metrics: Arc<Metrics>,
+}
+
+/// What the policy said, as a front door acts on it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Go on with the key operation.
+    Allow,
+    /// The policy denied the request, with its `deny` reasons (possibly none).
+    Deny(Vec<String>),
+    /// The policy could not be evaluated: refuse (fail closed).
+    Failed(String),
+    /// The policy allowed, but the decision log cannot be written and `fail_closed` is set.
+    LogUnavailable,
+}
+
+/// An open judgement: the verdict, and the decision line still to be written.
+#[derive(Debug)]
+#[must_use = "a judgement is closed with Judgement::record"]
+pub struct Judgement {
+    verdict: Verdict,
+    record: Option<DecisionRecord>,
+    log: Option<DecisionLog>,
+    stats: Arc<PolicyStats>,
+}
+
+/// The decision line of a successful request could not be written in fail-closed mode:
+/// the front door must refuse the request.
+#[derive(Debug, thiserror::Error)]
+#[error("the decision log cannot be written and fail_closed is set; request refused")]
+pub struct LogRefused(#[source] pub DecisionLogError);
+
+impl Authorizer {
+    /// Judges with `engine`, counting into `metrics`, logging to `decision_log` when any.
+    pub fn new(
+        engine: PolicyEngine,
+        decision_log: Option<DecisionLog>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Self {
+            engine,
+            stats: Arc::new(PolicyStats::default()),
+            decision_log,
+            metrics,
+        }
+    }
+
+    /// The policy engine (its revision, origin and reloads).
+    pub fn engine(&self) -> &PolicyEngine {
+        &self.engine
+    }
+
+    /// Outcome counters.
+    pub fn stats(&self) -> &PolicyStats {
+        &self.stats
+    }
+
+    /// The decision log, when one is configured.
+    pub fn decision_log(&self) -> Option<&DecisionLog> {
+        self.decision_log.as_ref()
+    }
+
+    /// Evaluates the policy on `input` and opens the judgement of the request.
+    pub fn judge(&self, input: &PolicyInput<'_>) -> Judgement {
+        let prepared = input.to_value();
+        let outcome = self.engine.evaluate_prepared(&prepared);
+        self.stats.count(&outcome);
+        self.metrics
+            .policy_decision(input.keystore, matches!(&outcome, Ok(d) if d.allow));
+        let record = self.decision_log.as_ref().map(|_| {
+            let revision = self.engine.revision();
+            DecisionRecord::new(input, &prepared, &outcome, &revision, None)
+        });
+        let verdict = self.verdict(outcome, input.keystore);
+        Judgement {
+            verdict,
+            record,
+            log: self.decision_log.clone(),
+            stats: self.stats.clone(),
+        }
+    }
+
+    fn verdict(&self, outcome: Result<Decision, PolicyError>, keystore: &str) -> Verdict {
+        match outcome {
+            Ok(d) if d.allow => {
+                if self
+                    .decision_log
+                    .as_ref()
+                    .is_some_and(DecisionLog::refuses_requests)
+                {
+                    self.stats.count_log_refusal();
+                    Verdict::LogUnavailable
+                } else {
+                    Verdict::Allow
+                }
+            }
+            Ok(d) => Verdict::Deny(d.reasons),
+            Err(e) => {
+                tracing::error!(error = %e, keystore, "policy evaluation failed; request refused");
+                Verdict::Failed(e.to_string())
+            }
+        }
+    }
+
+    /// Writes every queued decision line, the shutdown checkpoint, and stops the writer.
+    /// Called once the front doors have drained; `false` if the writer did not finish in
+    /// `timeout`.
+    pub fn close(&self, timeout: Duration) -> bool {
+        self.decision_log.as_ref().is_none_or(|l| l.close(timeout))
+    }
+}
+
+impl Judgement {
+    /// What the front door must do.
+    pub fn verdict(&self) -> &Verdict {
+        &self.verdict
+    }
+
+    /// Closes the judgement with the answer the front door gives: `None` for a success, or
+    /// the error's name (the XKS errorName, the gRPC status). `Err` means a success must be
+    /// turned into a refusal: its line cannot be written and the log is fail-closed.
+    pub fn record(mut self, error_name: Option<&str>) -> Result<(), LogRefused> {
+        self.write(error_name)
+    }
+
+    fn write(&mut self, error_name: Option<&str>) -> Result<(), LogRefused> {
+        let (Some(mut record), Some(log)) = (self.record.take(), self.log.as_ref()) else {
+            return Ok(());
+        };
+        record.error_name = error_name.map(str::to_owned);
+        match log.record(record) {
+            Err(e) if error_name.is_none() => {
+                self.stats.count_log_refusal();
+                tracing::error!(error = %e, "decision log refused the line; request refused (fail_closed)");
+                Err(LogRefused(e))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+impl Drop for Judgement {
+    fn drop(&mut self) {
+        if self.record.is_some() {
+            let _ = self.write(Some(ABANDONED));
+        }
+    }
+}

@@ -1,0 +1,130 @@
+//! `keygate serve`, wired: build the [`App`] from a checked config, bind the XKS listener
+//! (and the admin listener), start the reload supervisor and the health refresh, serve until
+//! SIGTERM or SIGINT, then shut down in order: stop accepting, drain the front doors, stop
+//! the background tasks, flush and join the decision-log writer (the shutdown checkpoint),
+//! and only then return.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::app::App;
+use crate::config::Config;
+use crate::reload::{Reloader, Supervisor};
+
+/// How `serve` was asked to run beyond the config file.
+#[derive(Debug, Default)]
+pub struct Options {
+    /// `--dev`: print the dev banner (endpoint, credentials, a ready curl command).
+    pub dev: bool,
+    /// The dev CA file the banner tells clients to trust.
+    pub dev_ca: Option<PathBuf>,
+    /// `--listen` replaced the config's listen address (a reload does not compare it).
+    pub listen_overridden: bool,
+}
+
+/// Serves `config` until a shutdown signal, then shuts down in order.
+pub async fn run(config: Config, options: Options) -> Result<(), String> {
+    for w in &config.warnings {
+        tracing::warn!("{w}");
+    }
+    let app = Arc::new(App::build(&config)?);
+    if !app.backend.hardware_protected() {
+        tracing::warn!(
+            backend = app.backend.kind(),
+            "keys are held by the software backend and are NOT protected by an HSM; use the pkcs11 backend in production"
+        );
+    }
+    for (ks, key) in app.missing_keys().await {
+        tracing::warn!(keystore = %ks, key_id = %key, "configured key is not in the key backend; requests for it get KeyNotFoundException");
+    }
+    let listener = tokio::net::TcpListener::bind(config.server.listen)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", config.server.listen))?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    tracing::info!(%addr, keystores = config.keystores.len(), backend = app.backend.kind(), version = env!("CARGO_PKG_VERSION"), "keygate listening");
+    if options.dev {
+        print_banner(&config, &app, addr, options.dev_ca.as_deref());
+    }
+    app.health.refresh().await;
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let wait = move || {
+        let mut rx = stopped.clone();
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }
+    };
+    let health = app.spawn_health_refresh();
+    let reloader = Reloader::new(app.clone(), &config, options.listen_overridden);
+    let supervisor = Supervisor::for_app(&app, Some(reloader)).spawn(wait());
+    let admin = match config.admin_listen {
+        Some(admin_addr) => Some(spawn_admin(&app, admin_addr, wait()).await?),
+        None => None,
+    };
+    crate::server::run(listener, app.clone(), async move {
+        shutdown_signal().await;
+        let _ = stop.send(true);
+    })
+    .await;
+    health.abort();
+    let _ = supervisor.await;
+    if let Some(admin) = admin {
+        let _ = admin.await;
+    }
+    app.finish();
+    tracing::info!("keygate stopped");
+    Ok(())
+}
+
+async fn spawn_admin(
+    app: &Arc<App>,
+    addr: SocketAddr,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<tokio::task::JoinHandle<()>, String> {
+    let admin = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| format!("cannot listen on {addr} (admin): {e}"))?;
+    tracing::info!(%addr, "admin listener on plain HTTP");
+    let state = crate::admin::AdminState::new(
+        env!("CARGO_PKG_VERSION"),
+        Arc::new(crate::admin::AppReadiness::new(app.health.clone())),
+    )
+    .with_metrics(app.metrics.clone());
+    Ok(tokio::spawn(crate::admin::run(admin, state, shutdown)))
+}
+
+fn print_banner(config: &Config, app: &App, addr: SocketAddr, dev_ca: Option<&Path>) {
+    let Some(ks) = config.keystores.first() else {
+        return;
+    };
+    let dir = config.path.parent().unwrap_or(Path::new("."));
+    let ak = ks
+        .credentials
+        .first()
+        .map(|c| c.0.to_string())
+        .unwrap_or_default();
+    // A closed stdout must not stop the server (println! would panic on EPIPE).
+    use std::io::Write as _;
+    let _ = writeln!(
+        std::io::stdout(),
+        "{}",
+        crate::dev::banner(dir, addr, &ks.uri_prefix, &ak, app.backend.kind(), dev_ca)
+    );
+}
+
+/// Completes on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {},
+        () = term => {},
+    }
+    tracing::info!("shutdown requested; draining connections");
+}
