@@ -283,3 +283,6 @@ async fn decrypt(
     let encoded = Zeroizing::new(b64(&plaintext));
     to_json(&api::DecryptResponse { plaintext: encoded })
 }
+
+#[cfg(test)]
+mod tests;

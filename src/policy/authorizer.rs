@@ -168,3 +168,107 @@ impl Drop for Judgement {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::decision_log::DecisionLogConfig;
+    use crate::policy::{PolicyFile, PolicySet};
+
+    const DENY_BOB: &str = "package keygate\n\
+        allow if not input.access_key_id == \"BOB\"\n\
+        deny contains \"bob may not\" if input.access_key_id == \"BOB\"\n";
+
+    fn authorizer(log: &std::path::Path, fail_closed: bool) -> Authorizer {
+        let files = vec![PolicyFile {
+            name: "p.rego".into(),
+            text: DENY_BOB.into(),
+        }];
+        let set = PolicySet::checked("test", files).unwrap();
+        let engine = PolicyEngine::new(set, super::super::DEFAULT_EVAL_TIMEOUT);
+        let mut c = DecisionLogConfig::new(log.to_owned());
+        c.fail_closed = fail_closed;
+        c.retry_interval = Duration::from_millis(20);
+        let log = DecisionLog::open(c).unwrap();
+        Authorizer::new(engine, Some(log), Arc::new(Metrics::new("software")))
+    }
+
+    fn input<'a>(
+        ak: &'a str,
+        metadata: &'a serde_json::Map<String, serde_json::Value>,
+    ) -> PolicyInput<'a> {
+        PolicyInput {
+            operation: "Encrypt",
+            keystore: "main",
+            uri_prefix: "/p",
+            key_id: "foo",
+            request_metadata: metadata,
+            access_key_id: ak,
+            source_ip: "127.0.0.1".parse().unwrap(),
+            client_subject: None,
+            time: std::time::SystemTime::now(),
+            aad_length: 0,
+        }
+    }
+
+    fn lines(path: &std::path::Path) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(path)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn every_judgement_writes_one_line_even_when_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("d.log");
+        let a = authorizer(&path, false);
+        let md = serde_json::Map::new();
+        let allowed = a.judge(&input("ALICE", &md));
+        assert_eq!(allowed.verdict(), &Verdict::Allow);
+        allowed.record(None).unwrap();
+        let denied = a.judge(&input("BOB", &md));
+        assert_eq!(denied.verdict(), &Verdict::Deny(vec!["bob may not".into()]));
+        denied.record(Some("AccessDeniedException")).unwrap();
+        drop(a.judge(&input("ALICE", &md)));
+        assert!(a.close(Duration::from_secs(5)));
+        let got = lines(&path);
+        let names: Vec<_> = got.iter().map(|l| l["error_name"].clone()).collect();
+        assert_eq!(
+            names,
+            [
+                serde_json::Value::Null,
+                "AccessDeniedException".into(),
+                ABANDONED.into()
+            ]
+        );
+        assert_eq!(a.stats().snapshot().allowed, 2);
+        assert_eq!(a.stats().snapshot().denied, 1);
+    }
+
+    #[test]
+    fn fail_closed_refuses_a_success_whose_line_cannot_be_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let logs = dir.path().join("logs");
+        std::fs::create_dir(&logs).unwrap();
+        let a = authorizer(&logs.join("d.log"), true);
+        let log = a.decision_log().unwrap().clone();
+        let md = serde_json::Map::new();
+        a.judge(&input("ALICE", &md)).record(None).unwrap();
+        // Judged while the log was fine, answered after it broke.
+        let in_flight = a.judge(&input("ALICE", &md));
+        std::fs::remove_dir_all(&logs).unwrap();
+        a.judge(&input("ALICE", &md)).record(Some("X")).unwrap();
+        assert!(log.flush(Duration::from_secs(5)));
+        assert!(!log.writable());
+        assert!(in_flight.record(None).is_err());
+        assert_eq!(
+            a.judge(&input("ALICE", &md)).verdict(),
+            &Verdict::LogUnavailable
+        );
+        assert!(a.stats().snapshot().log_refusals >= 2);
+        std::fs::create_dir(&logs).unwrap();
+        assert!(a.close(Duration::from_secs(5)));
+    }
+}
