@@ -19,7 +19,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 
-use crate::server::tls::hygiene::ConnectionCap;
+use crate::server::conn_cap::ConnectionCap;
 
 /// Most admin connections served at once.
 const MAX_CONNECTIONS: usize = 64;

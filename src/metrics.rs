@@ -173,6 +173,7 @@ pub struct Metrics {
     shed: Family<ShedLabels, Counter>,
     reloads: Family<ResultLabel, Counter>,
     tls_refusals: Family<ReasonLabel, Counter>,
+    connections_refused: Family<ReasonLabel, Counter>,
 }
 
 impl Metrics {
@@ -197,9 +198,15 @@ impl Metrics {
             shed: Family::default(),
             reloads: Family::default(),
             tls_refusals: Family::default(),
+            connections_refused: Family::default(),
             registry: Registry::default(),
         };
         m.register(&mut registry, backend);
+        for reason in ["connection_limit", "per_peer_limit"] {
+            let _exported_from_zero = m.connections_refused.get_or_create(&ReasonLabel {
+                reason: reason.to_owned(),
+            });
+        }
         Metrics { registry, ..m }
     }
 
@@ -271,7 +278,7 @@ impl Metrics {
         );
         r.register(
             "requests_shed",
-            "Requests answered 429 ThrottlingException before authentication, by key store and reason (rate_limit|in_flight)",
+            "Requests answered 429 ThrottlingException, by key store and reason (in_flight: keygate's in-flight cap, before authentication; rate_limit: the key store's rate limit, charged only to authenticated requests)",
             self.shed.clone(),
         );
         r.register(
@@ -283,6 +290,11 @@ impl Metrics {
             "tls_client_certificate_refusals",
             "mTLS client certificates refused during the handshake, by reason (no_certificate|expired|not_yet_valid|self_signed|unknown_ca|wrong_name|revoked|invalid)",
             self.tls_refusals.clone(),
+        );
+        r.register(
+            "connections_refused",
+            "XKS connections closed at accept, by reason (connection_limit|per_peer_limit)",
+            self.connections_refused.clone(),
         );
         r.register(
             "build",
@@ -397,6 +409,15 @@ impl Metrics {
                 .inner()
                 .store(*count, Ordering::Relaxed);
         }
+    }
+
+    /// Counts one XKS connection refused at accept (`connection_limit` or `per_peer_limit`).
+    pub fn record_connection_refused(&self, reason: &str) {
+        self.connections_refused
+            .get_or_create(&ReasonLabel {
+                reason: reason.to_owned(),
+            })
+            .inc();
     }
 
     /// Runs `f` before every scrape, e.g. to copy totals kept elsewhere into handles.

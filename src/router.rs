@@ -58,8 +58,14 @@ async fn admit_and_run(
     conn: &ConnInfo,
     facts: &mut RequestFacts,
 ) -> Result<String, XksError> {
-    match svc.admit(&route.keystore) {
-        Ok(_in_flight) => run(svc, route, req, conn, facts).await,
+    match svc.admit() {
+        Ok(_in_flight) => {
+            let result = run(svc, route, req, conn, facts).await;
+            if let Some(reason) = facts.shed {
+                svc.metrics.record_shed(&route.keystore.name, reason);
+            }
+            result
+        }
         Err(shed) => {
             let name = &route.keystore.name;
             svc.metrics.record_shed(name, shed.reason());

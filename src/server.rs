@@ -16,18 +16,18 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use crate::app::App;
 use crate::router;
 use crate::xks::{ConnInfo, Service};
 
+pub mod conn_cap;
 pub mod peer_limit;
 pub mod timed_io;
 pub mod tls;
 
-use peer_limit::PeerLimit;
+use conn_cap::ConnectionCap;
 use timed_io::TimedIo;
 
 /// Serves XKS requests on `listener` until `shutdown` completes, then drains: idle
@@ -36,8 +36,7 @@ use timed_io::TimedIo;
 pub async fn run(listener: TcpListener, app: Arc<App>, shutdown: impl Future<Output = ()>) {
     let svc = app.xks.clone();
     let tls = app.tls.clone();
-    let permits = Arc::new(Semaphore::new(svc.limits().max_connections));
-    let peers = PeerLimit::default();
+    let cap = ConnectionCap::new(svc.limits().max_connections);
     let graceful = GracefulShutdown::new();
     let mut tasks = JoinSet::new();
     tokio::pin!(shutdown);
@@ -56,14 +55,12 @@ pub async fn run(listener: TcpListener, app: Arc<App>, shutdown: impl Future<Out
             },
             () = &mut shutdown => break,
         };
-        let Ok(permit) = permits.clone().try_acquire_owned() else {
-            tracing::warn!(%peer, limit = svc.limits().max_connections, "connection refused: connection limit reached");
-            continue;
-        };
-        let per_peer = svc.limits().max_connections_per_peer;
-        let Some(peer_permit) = peers.try_acquire(peer.ip(), per_peer) else {
-            tracing::warn!(%peer, limit = per_peer, "connection refused: per-peer connection limit reached");
-            continue;
+        let permit = match cap.try_admit(peer, svc.limits().max_connections_per_peer) {
+            Ok(p) => p,
+            Err(refused) => {
+                svc.metrics.record_connection_refused(refused.as_str());
+                continue;
+            }
         };
         if let Err(e) = stream.set_nodelay(true) {
             tracing::debug!(%peer, error = %e, "cannot set TCP_NODELAY");
@@ -80,7 +77,7 @@ pub async fn run(listener: TcpListener, app: Arc<App>, shutdown: impl Future<Out
                     serve_connection(stream, conn, svc, watcher).await;
                 }
             }
-            drop((permit, peer_permit));
+            drop(permit);
         });
     }
     drop(listener);

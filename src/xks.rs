@@ -31,6 +31,8 @@ pub struct RequestFacts {
     pub kms_request_id: Option<String>,
     pub kms_operation: Option<String>,
     pub access_key_id: Option<String>,
+    /// Why the request was shed after authentication (the key store's rate limit).
+    pub shed: Option<&'static str>,
 }
 
 /// Runs one routed request whose body has been read; returns the JSON response body. A
@@ -50,6 +52,10 @@ pub async fn handle(
             XksError::AuthenticationFailed(e.public_message())
         })?;
     facts.access_key_id = Some(credential.access_key_id.to_string());
+    if let Err(shed) = ks.charge() {
+        facts.shed = Some(shed.reason());
+        return Err(XksError::Throttling(shed.message(&ks.name)));
+    }
     let ak = credential.access_key_id.as_str();
     match route.operation {
         Operation::Health => {

@@ -16,7 +16,7 @@ pub mod verifier;
 use std::path::PathBuf;
 
 pub use build::{alpn_protocols, provider, server_config};
-pub use hygiene::{ConnLimits, ConnectionCap, HandshakeError, handshake};
+pub use hygiene::{ConnLimits, HandshakeError, handshake};
 pub use names::client_subject;
 pub use reload::TlsReloader;
 pub use settings::{ClientAuth, ClientName, TlsSettings, TlsToml};

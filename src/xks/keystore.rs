@@ -21,6 +21,15 @@ pub struct Keystore {
 }
 
 impl Keystore {
+    /// Charges one authenticated request to the key store's rate limit, or says it is over.
+    /// Called after SigV4, so only the key store's own callers can spend its quota.
+    pub fn charge(&self) -> Result<(), crate::shed::Shed> {
+        match &self.limiter {
+            Some(l) if !l.try_acquire() => Err(crate::shed::Shed::RateLimit { limit: l.limit() }),
+            _ => Ok(()),
+        }
+    }
+
     /// Builds a key store; a rate limiter with the same limit is carried over from
     /// `previous` so a reload does not refill its bucket.
     fn from_settings(s: &KeystoreSettings, previous: Option<&Keystore>) -> Self {

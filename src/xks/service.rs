@@ -7,7 +7,7 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 
 use super::api;
-use super::keystore::{Keystore, Keystores};
+use super::keystore::Keystores;
 use crate::config::{Config, LimitSettings};
 use crate::health::HealthMonitor;
 use crate::keys::KeyBackend;
@@ -82,17 +82,12 @@ impl Service {
         self.limits.store(Arc::new(config.limits));
     }
 
-    /// Admits a routed request, or says why it is shed: the global in-flight cap first,
-    /// then the key store's rate limit. Runs before SigV4 and before the backend.
-    pub fn admit(&self, keystore: &Keystore) -> Result<InFlightGuard, Shed> {
+    /// Admits a routed request under the server-wide in-flight cap, or says why it is shed.
+    /// Runs before SigV4: it guards keygate as a whole and cannot be spent on one key store.
+    /// A key store's own rate limit is charged only once the request authenticated
+    /// ([`Keystore::charge`]).
+    pub fn admit(&self) -> Result<InFlightGuard, Shed> {
         let cap = self.limits().max_in_flight;
-        let guard = self
-            .in_flight
-            .try_enter(cap)
-            .ok_or(Shed::InFlight { cap })?;
-        match &keystore.limiter {
-            Some(l) if !l.try_acquire() => Err(Shed::RateLimit { limit: l.limit() }),
-            _ => Ok(guard),
-        }
+        self.in_flight.try_enter(cap).ok_or(Shed::InFlight { cap })
     }
 }

@@ -3,13 +3,11 @@
 //! keep-alive deadlines live in `server/timed_io.rs`.
 
 use std::io;
-use std::sync::Arc;
 use std::time::Duration;
 
 use socket2::{SockRef, TcpKeepalive};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 
@@ -46,33 +44,6 @@ pub fn set_tcp_keepalive(stream: &TcpStream, limits: &ConnLimits) -> io::Result<
         .with_interval(limits.keepalive_interval)
         .with_retries(limits.keepalive_retries);
     SockRef::from(stream).set_tcp_keepalive(&keepalive)
-}
-
-/// A connection cap: the accept loop takes a permit before accepting and the connection
-/// task holds it until the connection ends.
-#[derive(Debug, Clone)]
-pub struct ConnectionCap(Arc<Semaphore>);
-
-impl ConnectionCap {
-    pub fn new(max_connections: usize) -> ConnectionCap {
-        ConnectionCap(Arc::new(Semaphore::new(max_connections.max(1))))
-    }
-
-    /// Waits for a free slot.
-    pub async fn acquire(&self) -> OwnedSemaphorePermit {
-        loop {
-            // The semaphore is never closed, so this only loops in theory.
-            if let Ok(permit) = self.0.clone().acquire_owned().await {
-                return permit;
-            }
-            tokio::task::yield_now().await;
-        }
-    }
-
-    /// Slots free right now.
-    pub fn available(&self) -> usize {
-        self.0.available_permits()
-    }
 }
 
 /// Why a TLS handshake did not complete.
