@@ -16,6 +16,8 @@ use crate::sigv4::SignedRequest;
 use crate::xks::error::XksError;
 use crate::xks::{self, ConnInfo, RequestFacts, Route, Service, route};
 
+mod strict;
+
 /// Serves one HTTP request.
 pub async fn handle(
     svc: Arc<Service>,
@@ -24,6 +26,21 @@ pub async fn handle(
 ) -> Response<Full<Bytes>> {
     let started = Instant::now();
     let mut facts = RequestFacts::default();
+    if let Err(e) = strict::check(req.uri(), req.headers()) {
+        let mut response = error_response(&e);
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        log_line(
+            None,
+            &facts,
+            (e.status(), e.name(), e.message()),
+            &conn,
+            started,
+        );
+        record_metrics(&svc, None, &facts, &Err(e), started);
+        return response;
+    }
     let route = route(&svc.keystores(), req.uri().path());
     if route.is_ok() && req.method() != Method::POST {
         let response = method_not_allowed(req.method());

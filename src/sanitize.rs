@@ -19,10 +19,61 @@ pub fn sanitize_message(msg: &str) -> String {
     out
 }
 
+/// Escapes U+2028 and U+2029 as `\u2028` and `\u2029` in a JSON text. They are valid raw
+/// inside JSON strings, but tools that split on Unicode line breaks (JavaScript, many log
+/// shippers) would cut the line there; escaped, each JSON line stays one line for every
+/// reader and decodes to the same value. Only strings can hold them, so the text stays
+/// valid JSON.
+pub fn escape_line_separators(json: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+    const LS: [u8; 3] = [0xE2, 0x80, 0xA8];
+    const PS: [u8; 3] = [0xE2, 0x80, 0xA9];
+    if !json.windows(3).any(|w| w == LS || w == PS) {
+        return std::borrow::Cow::Borrowed(json);
+    }
+    let mut out = Vec::with_capacity(json.len() + 8);
+    let mut rest = json;
+    while let Some((first, tail)) = rest.split_first() {
+        match rest.get(..3) {
+            Some(w) if w == LS => {
+                out.extend_from_slice(b"\\u2028");
+                rest = rest.get(3..).unwrap_or_default();
+            }
+            Some(w) if w == PS => {
+                out.extend_from_slice(b"\\u2029");
+                rest = rest.get(3..).unwrap_or_default();
+            }
+            _ => {
+                out.push(*first);
+                rest = tail;
+            }
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+/// [`escape_line_separators`] for a `String` that holds JSON.
+pub fn escape_line_separators_str(json: String) -> String {
+    match escape_line_separators(json.as_bytes()) {
+        std::borrow::Cow::Borrowed(_) => json,
+        std::borrow::Cow::Owned(bytes) => String::from_utf8(bytes).unwrap_or(json),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn line_separators_are_escaped_and_decode_back() {
+        let value = serde_json::json!({"m": "a\u{2028}b\u{2029}c\u{e9}"});
+        let raw = serde_json::to_string(&value).unwrap();
+        assert!(raw.contains('\u{2028}'));
+        let escaped = escape_line_separators_str(raw);
+        assert_eq!(escaped, "{\"m\":\"a\\u2028b\\u2029c\u{e9}\"}");
+        let back: serde_json::Value = serde_json::from_str(&escaped).unwrap();
+        assert_eq!(back, value);
+    }
 
     #[test]
     fn messages_are_printable_ascii_and_short() {

@@ -163,12 +163,14 @@ pub(crate) fn body(record: &DecisionRecord, instance_id: &str, at: &Position<'_>
         prev_hash: at.prev_hash,
     };
     // Serializing plain structs and a JSON value cannot fail; keep a valid line regardless.
-    serde_json::to_string(&line).unwrap_or_else(|e| {
-        format!(
-            "{{\"seq\":{},\"error\":{:?},\"prev_hash\":\"{}\"}}",
-            at.seq,
-            e.to_string(),
-            at.prev_hash
-        )
-    })
+    serde_json::to_string(&line)
+        .map(crate::sanitize::escape_line_separators_str)
+        .unwrap_or_else(|e| {
+            format!(
+                "{{\"seq\":{},\"error\":{:?},\"prev_hash\":\"{}\"}}",
+                at.seq,
+                e.to_string(),
+                at.prev_hash
+            )
+        })
 }
