@@ -137,6 +137,9 @@ pub struct Pkcs11Settings {
     pub iv_mode: IvMode,
     pub key_cache_ttl: Duration,
     pub reconnect_backoff: Duration,
+    /// SoftHSMv2's configuration, which the process must have in `SOFTHSM2_CONF` when the
+    /// module is opened (checked then, so commands that never open the token do not ask).
+    pub softhsm2_conf: Option<PathBuf>,
     /// Things that work but deserve a warning at start-up (e.g. an inline PIN).
     pub warnings: Vec<String>,
 }
@@ -154,8 +157,24 @@ impl Pkcs11Settings {
             iv_mode: IvMode::Random,
             key_cache_ttl: Duration::from_secs(defaults::key_cache_ttl_secs()),
             reconnect_backoff: Duration::from_millis(defaults::reconnect_backoff_ms()),
+            softhsm2_conf: None,
             warnings: Vec::new(),
         }
+    }
+
+    /// Why the module cannot be opened by this process: SoftHSMv2 reads `SOFTHSM2_CONF`
+    /// when it initialises, so it must name the configured `softhsm2_conf`.
+    pub fn environment_problem(&self) -> Option<String> {
+        let conf = self.softhsm2_conf.as_deref()?;
+        let same = std::env::var_os("SOFTHSM2_CONF")
+            .map(PathBuf::from)
+            .is_some_and(|env| same_file(&env, conf));
+        (!same).then(|| {
+            format!(
+                "pkcs11.softhsm2_conf: start keygate with SOFTHSM2_CONF={} in its environment",
+                conf.display()
+            )
+        })
     }
 }
 
@@ -172,8 +191,14 @@ impl Pkcs11Toml {
         let token = self.token(&mut errors);
         let pin = self.pin(base_dir, &mut errors, &mut warnings);
         self.check_numbers(&mut errors);
-        if let Some(conf) = &self.softhsm2_conf {
-            check_softhsm2_conf(&base_dir.join(conf), &mut errors);
+        let softhsm2_conf = self.softhsm2_conf.as_ref().map(|c| base_dir.join(c));
+        if let Some(conf) = &softhsm2_conf
+            && !conf.is_file()
+        {
+            errors.push(format!(
+                "pkcs11.softhsm2_conf: {} is not a file",
+                conf.display()
+            ));
         }
         match (token, pin) {
             (Some(token), Some(pin)) if errors.is_empty() => Ok(Pkcs11Settings {
@@ -186,6 +211,7 @@ impl Pkcs11Toml {
                 iv_mode: self.iv_mode,
                 key_cache_ttl: Duration::from_secs(self.key_cache_ttl_secs),
                 reconnect_backoff: Duration::from_millis(self.reconnect_backoff_ms),
+                softhsm2_conf,
                 warnings,
             }),
             _ => Err(errors),
@@ -295,25 +321,6 @@ fn read_pin_file(path: &Path, errors: &mut Vec<String>) -> Option<Pin> {
     }
 }
 
-/// SoftHSMv2 reads `SOFTHSM2_CONF` when the module initialises, so the process must have been
-/// started with it: refuse a config whose `softhsm2_conf` differs from the environment.
-fn check_softhsm2_conf(conf: &Path, errors: &mut Vec<String>) {
-    let same = std::env::var_os("SOFTHSM2_CONF")
-        .map(PathBuf::from)
-        .is_some_and(|env| same_file(&env, conf));
-    if !conf.is_file() {
-        errors.push(format!(
-            "pkcs11.softhsm2_conf: {} is not a file",
-            conf.display()
-        ));
-    } else if !same {
-        errors.push(format!(
-            "pkcs11.softhsm2_conf: start keygate with SOFTHSM2_CONF={} in its environment",
-            conf.display()
-        ));
-    }
-}
-
 fn same_file(a: &Path, b: &Path) -> bool {
     match (a.canonicalize(), b.canonicalize()) {
         (Ok(a), Ok(b)) => a == b,
@@ -412,12 +419,17 @@ mod tests {
     }
 
     #[test]
-    fn softhsm2_conf_must_match_the_environment() {
+    fn softhsm2_conf_must_match_the_environment_only_to_open_the_token() {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("other.conf"), "").unwrap();
-        let errors = parse("pin = \"1\"\nsofthsm2_conf = \"other.conf\"")
+        let missing = parse("pin = \"1\"\nsofthsm2_conf = \"none.conf\"")
             .check(dir.path())
             .unwrap_err();
-        assert!(errors.join("").contains("SOFTHSM2_CONF="), "{errors:?}");
+        assert!(missing.join("").contains("is not a file"), "{missing:?}");
+        std::fs::write(dir.path().join("other.conf"), "").unwrap();
+        let settings = parse("pin = \"1\"\nsofthsm2_conf = \"other.conf\"")
+            .check(dir.path())
+            .unwrap();
+        let problem = settings.environment_problem().unwrap();
+        assert!(problem.contains("SOFTHSM2_CONF="), "{problem}");
     }
 }

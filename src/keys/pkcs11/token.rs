@@ -44,6 +44,9 @@ impl TokenFacts {
 /// Why a token could not be opened. Never contains the PIN.
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {
+    /// The process lacks what the module reads from its environment.
+    #[error("{0}")]
+    Environment(String),
     #[error("cannot load PKCS#11 module {0}: {1}")]
     Load(String, String),
     #[error(
@@ -97,6 +100,9 @@ pub struct Token {
 impl Token {
     /// Loads and initialises the module, finds the token and logs the user in.
     pub fn open(settings: &Pkcs11Settings, generation: u64) -> Result<Token, OpenError> {
+        if let Some(problem) = settings.environment_problem() {
+            return Err(OpenError::Environment(problem));
+        }
         let pkcs11 = Pkcs11::new(&settings.module)
             .map_err(|e| OpenError::Load(settings.module.display().to_string(), e.to_string()))?;
         pkcs11.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK))?;
