@@ -21,9 +21,10 @@ use cryptoki::mechanism::aead::GcmParams;
 use cryptoki::object::{Attribute, ObjectClass};
 use cryptoki::session::UserType;
 use cryptoki::types::AuthPin;
+use keygate::dev::softhsm2::{SoftHsmToken, init_softhsm_token};
 use keygate::keys::KeyBackend;
 use keygate::keys::KeyUsage;
-use keygate::keys::pkcs11::{Pkcs11Admin, Pkcs11Backend, SoftHsmToken, init_softhsm_token};
+use keygate::keys::pkcs11::{Pkcs11Admin, Pkcs11Backend};
 
 const DIR_VAR: &str = "KEYGATE_PKCS11_BENCH_DIR";
 const PLAINTEXT: &[u8; 32] = b"0123456789abcdef0123456789abcdef";

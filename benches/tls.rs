@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use keygate::certs::{self, DevOptions, Pair};
+use keygate::dev::certs::{self, DevOptions, Pair};
 use keygate::server::tls::{self, ClientName, Refusals, TlsSettings};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};

@@ -1,5 +1,14 @@
 //! `keygate serve --dev`: on first start, write an ordinary config with a generated key store
 //! and the conventional test keys into the data dir; later starts reuse it.
+//!
+//! This is the development-only wing; of the serving path only serve.rs calls into it, to
+//! print the `--dev` banner:
+//!
+//! ```text
+//! dev/certs.rs           dev CA, server and client certificates (`certs dev`, `serve --dev`)
+//! dev/softhsm2.rs        `serve --dev --backend softhsm2`
+//!   softhsm2/token.rs    a SoftHSMv2 token in a directory of its own (also for tests, benches)
+//! ```
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
@@ -10,6 +19,7 @@ use crate::credentials::{AccessKeyId, Secret};
 use crate::keys::software::SoftwareAdmin;
 use crate::keys::{KeyAdmin, KeyUsage};
 
+pub mod certs;
 pub mod softhsm2;
 
 /// The keys a conformance run conventionally expects, with their usage.

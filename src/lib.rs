@@ -24,7 +24,6 @@
 
 pub mod admin;
 pub mod app;
-pub mod certs;
 pub mod cli;
 pub mod client;
 pub mod config;

@@ -169,7 +169,7 @@ async fn idle_connections_are_closed_after_the_idle_timeout() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tls_handshake_that_never_starts_is_cut_at_the_handshake_timeout() {
     let dir = tempfile::tempdir().unwrap();
-    let set = keygate::certs::write_dev_set(dir.path(), &Default::default()).unwrap();
+    let set = keygate::dev::certs::write_dev_set(dir.path(), &Default::default()).unwrap();
     let config = base_config(&format!(
         "\n[tls]\ncert_chain = {:?}\nkey = {:?}\n",
         set.server.cert, set.server.key

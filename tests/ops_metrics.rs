@@ -134,7 +134,7 @@ async fn metric_values_match_the_traffic_sent() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refused_client_certificates_are_counted_by_reason() {
     let certs_dir = tempfile::tempdir().unwrap();
-    let set = keygate::certs::write_dev_set(certs_dir.path(), &Default::default()).unwrap();
+    let set = keygate::dev::certs::write_dev_set(certs_dir.path(), &Default::default()).unwrap();
     let tls = format!(
         "\n[tls]\ncert_chain = {:?}\nkey = {:?}\nclient_ca = {:?}\nclient_name = {:?}\n",
         set.server.cert,

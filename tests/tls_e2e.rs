@@ -15,7 +15,7 @@ mod tls_support;
 use std::sync::Arc;
 
 use common::{Client, TestBackend, TestServer};
-use keygate::certs::{self, DevCa, DevOptions, DevSet, Pair};
+use keygate::dev::certs::{self, DevCa, DevOptions, DevSet, Pair};
 use keygate::server::tls::RefusalReason;
 use rustls::version::{TLS12, TLS13};
 use rustls::{AlertDescription, Error, SupportedProtocolVersion};

@@ -10,7 +10,7 @@
 
 mod tls_support;
 
-use keygate::certs::Pair;
+use keygate::dev::certs::Pair;
 use keygate::server::tls::RefusalReason;
 use rustls::version::{TLS12, TLS13};
 use rustls::{AlertDescription, Error};

@@ -13,7 +13,7 @@ mod tls_support;
 use std::sync::Arc;
 use std::time::Duration;
 
-use keygate::certs::{self, DevCa};
+use keygate::dev::certs::{self, DevCa};
 use keygate::server::tls::RefusalReason;
 use rustls::pki_types::CertificateDer;
 use rustls::version::TLS13;

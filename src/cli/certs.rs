@@ -12,7 +12,7 @@ pub(super) enum CertsCommand {
     Dev {
         dir: PathBuf,
         /// CN and SAN of the valid client certificate.
-        #[arg(long, default_value = crate::certs::DEFAULT_CLIENT_NAME)]
+        #[arg(long, default_value = crate::dev::certs::DEFAULT_CLIENT_NAME)]
         client_name: String,
     },
 }
@@ -25,11 +25,11 @@ pub(super) fn run(cmd: CertsCommand) -> ExitCode {
 }
 
 fn certs_dev(dir: &Path, client_name: String) -> ExitCode {
-    let opts = crate::certs::DevOptions {
+    let opts = crate::dev::certs::DevOptions {
         client_name,
         ..Default::default()
     };
-    match crate::certs::write_dev_set(dir, &opts) {
+    match crate::dev::certs::write_dev_set(dir, &opts) {
         Ok(set) => {
             println!(
                 "wrote development certificates to {} (NOT for production)\n  CA:     {}\n  server: {} (full chain), {}\n  client: {}, {}",

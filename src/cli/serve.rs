@@ -192,7 +192,7 @@ fn apply_tls(
     let Some(dir) = dev_dir.filter(|_| config.tls.is_none()) else {
         return Ok(None);
     };
-    match crate::certs::ensure_dev_server(&dir.join("tls")) {
+    match crate::dev::certs::ensure_dev_server(&dir.join("tls")) {
         Ok((server, ca)) => {
             config.tls = Some(TlsSettings::new(server.cert, server.key));
             Ok(Some(ca))

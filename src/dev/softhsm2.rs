@@ -6,6 +6,8 @@
 //! variables, so when the variable does not point at the data dir's softhsm2.conf the
 //! command re-executes itself (same arguments) with it set.
 
+mod token;
+
 use std::net::SocketAddr;
 use std::os::unix::fs::DirBuilderExt;
 use std::os::unix::process::CommandExt;
@@ -13,7 +15,9 @@ use std::path::{Path, PathBuf};
 
 use super::{CONFIG_NAME, DEV_KEYS, HEALTH_KEY, write_dev_config};
 use crate::keys::KeyAdmin;
-use crate::keys::pkcs11::{Pkcs11Admin, SoftHsmToken, init_softhsm_token};
+use crate::keys::pkcs11::Pkcs11Admin;
+
+pub use token::{SoftHsmError, SoftHsmToken, find_softhsm_module, init_softhsm_token};
 
 pub const TOKEN_LABEL: &str = "keygate-dev";
 

@@ -11,7 +11,6 @@ mod facts;
 mod gcm;
 mod health;
 mod settings;
-mod softhsm;
 mod token;
 
 use std::sync::Arc;
@@ -25,7 +24,6 @@ use zeroize::Zeroizing;
 pub use admin::Pkcs11Admin;
 pub use facts::DISABLED_MARKER;
 pub use settings::{IvMode, Pin, Pkcs11Settings, Pkcs11Toml, TokenSelector};
-pub use softhsm::{SoftHsmError, SoftHsmToken, find_softhsm_module, init_softhsm_token};
 
 use self::engine::Engine;
 use crate::keys::{EkmInstance, KeyBackend, KeyError, KeyInfo, KeyOp, Sealed, SealedRef};

@@ -38,10 +38,10 @@ impl Token {
     pub fn new(d: &Path, config_text: &str, port: u16) -> Token {
         let conf = d.join("softhsm2.conf");
         let pin = init_token(d, &conf);
-        let module = keygate::keys::pkcs11::find_softhsm_module()
+        let module = keygate::dev::softhsm2::find_softhsm_module()
             .expect("SoftHSMv2 must be installed (apt-get install -y softhsm2)");
         // The token is made with softhsm2-util above; its config table is keygate's own.
-        let table = keygate::keys::pkcs11::SoftHsmToken {
+        let table = keygate::dev::softhsm2::SoftHsmToken {
             dir: d.to_owned(),
             conf: conf.clone(),
             pin_file: d.join("pin"),

@@ -7,9 +7,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 use std::time::Duration;
 
-use keygate::keys::pkcs11::{
-    Pkcs11Admin, Pkcs11Backend, Pkcs11Settings, SoftHsmToken, init_softhsm_token,
-};
+use keygate::dev::softhsm2::{SoftHsmToken, init_softhsm_token};
+use keygate::keys::pkcs11::{Pkcs11Admin, Pkcs11Backend, Pkcs11Settings};
 use keygate::keys::{KeyAdmin, KeyUsage, Sealed, SealedRef};
 
 pub const LABEL: &str = "keygate-test";
@@ -187,7 +186,7 @@ fn admin_main(dir: &Path, args: &[String]) -> ExitCode {
         conf: SoftHsmToken::conf_path(dir),
         pin_file: dir.join("pin"),
         label: LABEL.to_owned(),
-        module: keygate::keys::pkcs11::find_softhsm_module().unwrap(),
+        module: keygate::dev::softhsm2::find_softhsm_module().unwrap(),
     };
     let mut admin = Pkcs11Admin::open(&token.settings().unwrap()).unwrap();
     let words: Vec<&str> = args.iter().map(String::as_str).collect();

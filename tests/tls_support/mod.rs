@@ -19,7 +19,7 @@ use bytes::Bytes;
 use http_body_util::Full;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
-use keygate::certs::{self, DevOptions, DevSet, Pair};
+use keygate::dev::certs::{self, DevOptions, DevSet, Pair};
 use keygate::server::tls::{
     self, ClientName, ConnLimits, ConnectionCap, TlsReloader, TlsSettings, hygiene,
 };

@@ -1,6 +1,9 @@
 //! Software backend: key file handling and AES-GCM behaviour.
 
+use std::os::unix::fs::PermissionsExt;
+
 use super::*;
+use crate::keys::{KeyAdmin, KeyUsage};
 
 fn setup() -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().unwrap();

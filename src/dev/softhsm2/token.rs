@@ -15,7 +15,7 @@ use cryptoki::session::UserType;
 use cryptoki::types::AuthPin;
 use zeroize::Zeroizing;
 
-use super::settings::{Pin, Pkcs11Settings, TokenSelector};
+use crate::keys::pkcs11::{Pin, Pkcs11Settings, TokenSelector};
 
 /// Where distributions install the module.
 const MODULE_PATHS: &[&str] = &[

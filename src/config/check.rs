@@ -1,0 +1,278 @@
+//! The checker: turns the raw TOML sections into checked types, collecting every problem
+//! (and every warning) instead of stopping at the first.
+
+mod keystores;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::ConfigError;
+use super::checked::{
+    BackendKind, BackendSettings, Config, DecisionLogSettings, LimitSettings, PolicySettings,
+    ServerSettings,
+};
+use super::raw::{RawBackend, RawConfig, RawDecisionLog, RawLimits, RawPolicy, RawServer};
+use crate::keys::valid_key_id;
+
+pub use keystores::{MAX_PREFIX_LEN, check_prefix};
+
+/// The spec's minimum plaintext/ciphertext size a proxy must support.
+pub const SPEC_MIN_PLAINTEXT: usize = 4300;
+/// The spec's minimum AAD size a proxy must support.
+pub const SPEC_MIN_AAD: usize = 8192;
+/// Smallest request-head buffer hyper accepts.
+pub const MIN_HEADER_BYTES: usize = 8192;
+/// Largest request-head limit keygate accepts.
+pub const MAX_HEADER_BYTES: usize = 1024 * 1024;
+
+/// Default body cap: Base64 of the largest plaintext and AAD, plus room for metadata.
+fn default_max_body(max_plaintext: usize, max_aad: usize) -> usize {
+    (max_plaintext + max_aad).div_ceil(3) * 4 + 16 * 1024
+}
+
+/// Checks every section of `raw`, read from `path` (relative paths resolve against its
+/// directory), and reports all problems at once.
+pub(super) fn config(raw: RawConfig, path: &Path) -> Result<Config, ConfigError> {
+    let base = path
+        .parent()
+        .unwrap_or_else(|| Path::new("."))
+        .to_path_buf();
+    let mut c = Checker {
+        problems: Vec::new(),
+        warnings: Vec::new(),
+    };
+    let server = c.server(raw.server);
+    let limits = c.limits(raw.limits);
+    let backend = c.backend(raw.backend, &base);
+    let keystores = c.keystores(raw.keystore, &server.region, &base);
+    let policy = c.policy(raw.policy, &base);
+    let decision_log = c.decision_log(raw.decision_log, &base);
+    let tls = raw.tls.and_then(|t| match t.check(&base) {
+        Ok(t) => Some(t),
+        Err(p) => {
+            c.problems.extend(p);
+            None
+        }
+    });
+    let admin_listen = c.admin_listen(raw.admin.listen);
+    if !c.problems.is_empty() {
+        return Err(ConfigError {
+            problems: c.problems,
+        });
+    }
+    Ok(Config {
+        path: path.to_path_buf(),
+        server,
+        limits,
+        backend,
+        keystores,
+        policy,
+        decision_log,
+        tls,
+        admin_listen,
+        warnings: c.warnings,
+    })
+}
+
+struct Checker {
+    problems: Vec<String>,
+    warnings: Vec<String>,
+}
+
+impl Checker {
+    fn admin_listen(&mut self, raw: Option<String>) -> Option<SocketAddr> {
+        let text = raw?;
+        let parsed = text.parse().ok();
+        if parsed.is_none() {
+            self.problems.push(format!(
+                "admin.listen {text:?} is not an address like 127.0.0.1:9090"
+            ));
+        }
+        parsed
+    }
+
+    fn server(&mut self, raw: RawServer) -> ServerSettings {
+        let listen_text = raw.listen.unwrap_or_else(|| "127.0.0.1:8443".into());
+        let listen = listen_text.parse().unwrap_or_else(|_| {
+            self.problems.push(format!(
+                "server.listen {listen_text:?} is not an address like 0.0.0.0:443"
+            ));
+            SocketAddr::from(([127, 0, 0, 1], 0))
+        });
+        let region = raw.region.unwrap_or_else(|| "us-east-1".into());
+        self.region("server.region", &region);
+        let fleet_size = raw.fleet_size.unwrap_or(1);
+        if fleet_size == 0 {
+            self.problems
+                .push("server.fleet_size must be at least 1".into());
+        }
+        ServerSettings {
+            listen,
+            region,
+            fleet_size,
+        }
+    }
+
+    fn region(&mut self, what: &str, region: &str) {
+        let ok = !region.is_empty()
+            && region
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        if !ok {
+            self.problems.push(format!(
+                "{what} {region:?} is not a region name like us-east-1"
+            ));
+        }
+    }
+
+    fn limits(&mut self, raw: RawLimits) -> LimitSettings {
+        let max_plaintext = raw.max_plaintext_bytes.unwrap_or(8192);
+        let max_aad = raw.max_aad_bytes.unwrap_or(16384);
+        if max_plaintext < SPEC_MIN_PLAINTEXT {
+            self.problems.push(format!(
+                "limits.max_plaintext_bytes must be at least the spec's {SPEC_MIN_PLAINTEXT}"
+            ));
+        }
+        if !(SPEC_MIN_AAD..=crate::xks::envelope::MAX_FRAMED_AAD_LEN).contains(&max_aad) {
+            self.problems.push(format!(
+                "limits.max_aad_bytes must be between the spec's {SPEC_MIN_AAD} and 65535"
+            ));
+        }
+        let needed = default_max_body(max_plaintext, max_aad);
+        let max_body = raw.max_body_bytes.unwrap_or(needed);
+        if max_body < needed {
+            self.problems.push(format!(
+                "limits.max_body_bytes must be at least {needed} to carry the configured plaintext and AAD"
+            ));
+        }
+        let ms = |v: Option<u64>, d: u64| Duration::from_millis(v.unwrap_or(d));
+        let max_connections = raw.max_connections.unwrap_or(4096);
+        if max_connections == 0 {
+            self.problems
+                .push("limits.max_connections must be at least 1".into());
+        }
+        let max_in_flight = raw.max_in_flight.unwrap_or(1024);
+        if max_in_flight == 0 {
+            self.problems
+                .push("limits.max_in_flight must be at least 1".into());
+        }
+        let (max_connections_per_peer, max_header_bytes) = self.connection_limits(&raw);
+        let handshake_ms = raw.handshake_timeout_ms.unwrap_or(5_000);
+        if !(100..=60_000).contains(&handshake_ms) {
+            self.problems
+                .push("limits.handshake_timeout_ms must be between 100 and 60000".into());
+        }
+        LimitSettings {
+            max_plaintext,
+            max_aad,
+            max_body,
+            header_read_timeout: ms(raw.header_read_timeout_ms, 5_000),
+            body_read_timeout: ms(raw.body_read_timeout_ms, 5_000),
+            idle_timeout: Duration::from_secs(raw.idle_timeout_secs.unwrap_or(400)),
+            max_connections,
+            max_in_flight,
+            shutdown_grace: Duration::from_secs(raw.shutdown_grace_secs.unwrap_or(10)),
+            max_connections_per_peer,
+            max_header_bytes,
+            handshake_timeout: Duration::from_millis(handshake_ms),
+        }
+    }
+
+    fn connection_limits(&mut self, raw: &RawLimits) -> (usize, usize) {
+        let per_peer = raw.max_connections_per_peer.unwrap_or(1024);
+        if per_peer == 0 {
+            self.problems
+                .push("limits.max_connections_per_peer must be at least 1".into());
+        }
+        let header = raw.max_header_bytes.unwrap_or(16 * 1024);
+        if !(MIN_HEADER_BYTES..=MAX_HEADER_BYTES).contains(&header) {
+            self.problems.push(format!(
+                "limits.max_header_bytes must be between {MIN_HEADER_BYTES} and {MAX_HEADER_BYTES}"
+            ));
+        }
+        (per_peer, header)
+    }
+
+    fn backend(&mut self, raw: RawBackend, base: &Path) -> BackendSettings {
+        let health_key = raw.health_key.unwrap_or_else(|| "keygate-health".into());
+        if !valid_key_id(&health_key) {
+            self.problems.push(format!(
+                "backend.health_key {health_key:?} is not a valid key id"
+            ));
+        }
+        let kind = match raw.kind.as_deref().unwrap_or("software") {
+            "software" => {
+                let key_file = raw
+                    .software
+                    .map(|s| s.key_file)
+                    .unwrap_or_else(|| "keys.json".into());
+                BackendKind::Software {
+                    key_file: base.join(key_file),
+                }
+            }
+            "pkcs11" => match raw.pkcs11.map(|t| t.check(base)) {
+                Some(Ok(mut settings)) => {
+                    self.warnings.append(&mut settings.warnings);
+                    BackendKind::Pkcs11(settings)
+                }
+                Some(Err(problems)) => {
+                    self.problems.extend(problems);
+                    BackendKind::Software {
+                        key_file: PathBuf::new(),
+                    }
+                }
+                None => {
+                    self.problems
+                        .push("backend.kind = \"pkcs11\" needs a [backend.pkcs11] table".into());
+                    BackendKind::Software {
+                        key_file: PathBuf::new(),
+                    }
+                }
+            },
+            other => {
+                self.problems.push(format!(
+                    "backend.kind {other:?} is unknown (expected software or pkcs11)"
+                ));
+                BackendKind::Software {
+                    key_file: PathBuf::new(),
+                }
+            }
+        };
+        BackendSettings { kind, health_key }
+    }
+
+    fn policy(&mut self, raw: RawPolicy, base: &Path) -> PolicySettings {
+        let ms = raw.eval_timeout_ms.unwrap_or(50);
+        if !(1..=10_000).contains(&ms) {
+            self.problems
+                .push("policy.eval_timeout_ms must be between 1 and 10000".into());
+        }
+        PolicySettings {
+            dir: raw.dir.map(|d| base.join(d)),
+            eval_timeout: Duration::from_millis(ms),
+        }
+    }
+
+    fn decision_log(
+        &mut self,
+        raw: Option<RawDecisionLog>,
+        base: &Path,
+    ) -> Option<DecisionLogSettings> {
+        let raw = raw?;
+        if raw.rotate_bytes == Some(0) {
+            self.problems
+                .push("decision_log.rotate_bytes must be at least 1".into());
+        }
+        if raw.rotate_interval_secs == Some(0) {
+            self.problems
+                .push("decision_log.rotate_interval_secs must be at least 1".into());
+        }
+        Some(DecisionLogSettings {
+            path: base.join(raw.path),
+            fail_closed: raw.fail_closed.unwrap_or(false),
+            rotate_bytes: raw.rotate_bytes,
+            rotate_interval: raw.rotate_interval_secs.map(Duration::from_secs),
+        })
+    }
+}
