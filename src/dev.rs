@@ -32,6 +32,10 @@ pub const DEV_KEYS: [(&str, KeyUsage); 4] = [
 pub const HEALTH_KEY: &str = "keygate-health";
 pub const CONFIG_NAME: &str = "keygate.toml";
 const SECRET_NAME: &str = "keystore.secret";
+/// The dev server's certificates, in the data dir.
+pub const TLS_DIR: &str = "tls";
+/// The dev server's decision log, in the data dir.
+pub const DECISION_LOG: &str = "decisions.log";
 
 /// Writes `dir/keygate.toml` (and its key file and secret) unless it exists. Returns its path.
 pub fn bootstrap(dir: &Path, listen: SocketAddr) -> Result<PathBuf, String> {
@@ -58,9 +62,12 @@ const SOFTWARE_BACKEND: &str = "# The keys are in keys.json and are NOT protecte
 [backend]\nkind = \"software\"\nhealth_key = \"keygate-health\"\n\n\
 [backend.software]\nkey_file = \"keys.json\"\n";
 
-/// Generates the dev credential and writes `dir/keygate.toml` with `backend` as its backend.
+/// Generates the dev credential and writes `dir/keygate.toml` with `backend` as its backend
+/// (and the dev server certificate, which the config's `[tls]` names).
 fn write_dev_config(dir: &Path, listen: SocketAddr, backend: &str) -> Result<(), String> {
     let config_path = dir.join(CONFIG_NAME);
+    certs::ensure_dev_server(&dir.join(TLS_DIR))
+        .map_err(|e| format!("cannot make the development certificate: {e}"))?;
     let rand_err = |e: getrandom::Error| format!("no randomness: {e}");
     let access_key_id = AccessKeyId::generate().map_err(rand_err)?;
     let secret = Secret::generate().map_err(rand_err)?;
@@ -96,6 +103,16 @@ fn dev_config(
     let _ = writeln!(t, "{backend}");
     let _ = writeln!(
         t,
+        "# A development certificate (remade by `serve --dev` when it expires); clients trust\n\
+         # {TLS_DIR}/ca.pem.\n[tls]\ncert_chain = \"{TLS_DIR}/server.pem\"\nkey = \"{TLS_DIR}/server.key\"\n"
+    );
+    let _ = writeln!(
+        t,
+        "# One hash-chained line per judged request; check it with `keygate audit verify`.\n\
+         [decision_log]\npath = \"{DECISION_LOG}\"\n"
+    );
+    let _ = writeln!(
+        t,
         "[[keystore]]\nname = \"dev\"\nuri_prefix = \"{prefix}\"\nkeys = [{}]\n",
         keys.join(", ")
     );
@@ -121,6 +138,7 @@ pub fn banner(
     access_key_id: &str,
     backend_kind: &str,
     ca: Option<&Path>,
+    decision_log: Option<&Path>,
 ) -> String {
     let protection = match backend_kind {
         "pkcs11" => "in a SoftHSMv2 token via PKCS#11",
@@ -132,8 +150,12 @@ pub fn banner(
         None => ("http", String::new()),
     };
     let base = format!("{scheme}://{addr}{prefix}/kms/xks/v1");
+    let log = decision_log.map_or_else(
+        || "none (--decision-log FILE to write one)".to_owned(),
+        |p| p.display().to_string(),
+    );
     format!(
-        "keygate dev server\n  endpoint:       {scheme}://{addr}\n  uri path:       {prefix}/kms/xks/v1\n  access key id:  {access_key_id}\n  secret:         in {secret}\n  keys:           foo, encrypt_only_key, decrypt_only_key, impotent_key ({protection})\n\nTry it:\n  curl -sS {cacert}--aws-sigv4 \"aws:amz:us-east-1:kms-xks-proxy\" \\\n    --user \"{access_key_id}:$(cat {secret})\" \\\n    -H \"Content-Type: application/json\" \\\n    -d '{{\"requestMetadata\":{{\"awsPrincipalArn\":\"arn:aws:iam::111122223333:user/alice\",\"kmsKeyArn\":\"arn:aws:kms:us-east-1:111122223333:key/dev\",\"kmsOperation\":\"Encrypt\",\"kmsRequestId\":\"dev-1\"}},\"plaintext\":\"SGVsbG8gV29ybGQh\",\"encryptionAlgorithm\":\"AES_GCM\"}}' \\\n    {base}/keys/foo/encrypt\n",
+        "keygate dev server\n  endpoint:       {scheme}://{addr}\n  uri path:       {prefix}/kms/xks/v1\n  access key id:  {access_key_id}\n  secret:         in {secret}\n  decision log:   {log}\n  keys:           foo, encrypt_only_key, decrypt_only_key, impotent_key ({protection})\n\nTry it:\n  curl -sS {cacert}--aws-sigv4 \"aws:amz:us-east-1:kms-xks-proxy\" \\\n    --user \"{access_key_id}:$(cat {secret})\" \\\n    -H \"Content-Type: application/json\" \\\n    -d '{{\"requestMetadata\":{{\"awsPrincipalArn\":\"arn:aws:iam::111122223333:user/alice\",\"kmsKeyArn\":\"arn:aws:kms:us-east-1:111122223333:key/dev\",\"kmsOperation\":\"Encrypt\",\"kmsRequestId\":\"dev-1\"}},\"plaintext\":\"SGVsbG8gV29ybGQh\",\"encryptionAlgorithm\":\"AES_GCM\"}}' \\\n    {base}/keys/foo/encrypt\n",
         secret = secret_file.display(),
     )
 }

@@ -43,6 +43,12 @@ pub async fn run(config: Config, options: Options) -> Result<(), String> {
         .map_err(|e| format!("cannot listen on {}: {e}", config.server.listen))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     tracing::info!(%addr, keystores = config.keystores.len(), backend = app.backend.kind(), version = env!("CARGO_PKG_VERSION"), "keygate listening");
+    if config.tls.is_none() && !addr.ip().is_loopback() {
+        tracing::warn!(
+            %addr,
+            "serving PLAIN HTTP on a non-loopback address: KMS requires HTTPS, and SigV4 alone does not hide plaintext; run keygate behind a TLS-terminating proxy only, or configure [tls]"
+        );
+    }
     if options.dev {
         print_banner(&config, &app, addr, options.dev_ca.as_deref());
     }
@@ -108,7 +114,15 @@ fn print_banner(config: &Config, app: &App, addr: SocketAddr, dev_ca: Option<&Pa
     let _ = writeln!(
         std::io::stdout(),
         "{}",
-        crate::dev::banner(dir, addr, &ks.uri_prefix, &ak, app.backend.kind(), dev_ca)
+        crate::dev::banner(
+            dir,
+            addr,
+            &ks.uri_prefix,
+            &ak,
+            app.backend.kind(),
+            dev_ca,
+            config.decision_log.as_ref().map(|d| d.path.as_path()),
+        )
     );
 }
 

@@ -35,8 +35,9 @@ pub(super) struct ServeArgs {
     /// Decision log file, replacing the config's `[decision_log] path`.
     #[arg(long)]
     decision_log: Option<PathBuf>,
-    #[arg(long, value_enum, default_value = "json")]
-    log_format: LogFormat,
+    /// Log line format (default: json; text for `--dev` on a terminal).
+    #[arg(long, value_enum)]
+    log_format: Option<LogFormat>,
     #[command(flatten)]
     tls: TlsArgs,
     /// Plain-HTTP admin listener (/ping, /healthz, /readyz), overriding `[admin] listen`.
@@ -87,7 +88,15 @@ enum DevBackend {
 }
 
 pub(super) fn serve(args: ServeArgs) -> ExitCode {
-    let _log_guard = telemetry::init(args.log_format);
+    use std::io::IsTerminal as _;
+    let format = args
+        .log_format
+        .unwrap_or(if args.dev && std::io::stderr().is_terminal() {
+            LogFormat::Text
+        } else {
+            LogFormat::Json
+        });
+    let _log_guard = telemetry::init(format);
     let path = match (&args.config, args.dev) {
         (Some(p), _) => p.clone(),
         (None, _) => {
@@ -134,6 +143,15 @@ pub(super) fn serve(args: ServeArgs) -> ExitCode {
     if let Some(admin) = args.admin_listen {
         config.admin_listen = Some(admin);
     }
+    if args.dev && config.decision_log.is_none() {
+        // A dev dir made before the dev config had a [decision_log] table.
+        config.decision_log = Some(crate::config::DecisionLogSettings {
+            path: args.data_dir.join(crate::dev::DECISION_LOG),
+            fail_closed: false,
+            rotate_bytes: None,
+            rotate_interval: None,
+        });
+    }
     let dev_ca = match apply_tls(&mut config, args.tls, args.dev.then_some(&args.data_dir)) {
         Ok(ca) => ca,
         Err(code) => return code,
@@ -163,43 +181,53 @@ pub(super) fn serve(args: ServeArgs) -> ExitCode {
     }
 }
 
-/// Applies the TLS flags over `[tls]`; in dev mode without any TLS setting, uses (and if
-/// needed makes) a development certificate in the data dir and returns its CA file.
+/// Applies the TLS flags over `[tls]`. In dev mode the development certificate in the data
+/// dir is made (or remade when expired) first and is the base the flags override, so
+/// `--client-ca`/`--client-name` alone serve mTLS with it. Returns the CA file the dev
+/// banner names.
 fn apply_tls(
     config: &mut Config,
     flags: TlsArgs,
     dev_dir: Option<&PathBuf>,
 ) -> Result<Option<PathBuf>, ExitCode> {
-    if flags.given() {
-        let base = config
-            .tls
-            .as_ref()
-            .map(TlsSettings::to_toml)
-            .unwrap_or_default();
-        let cwd = std::env::current_dir().unwrap_or_default();
-        config.tls = Some(base.overridden_by(flags.into_toml()).check(&cwd).map_err(
-            |problems| {
+    let mut dev_ca = None;
+    if let Some(dir) = dev_dir {
+        match crate::dev::certs::ensure_dev_server(&dir.join(crate::dev::TLS_DIR)) {
+            Ok((server, ca)) => {
+                if config.tls.is_none() {
+                    config.tls = Some(TlsSettings::new(server.cert, server.key));
+                }
+                dev_ca = Some(ca);
+            }
+            Err(e) => {
+                eprintln!("keygate: cannot prepare the development certificate: {e}");
+                return Err(ExitCode::FAILURE);
+            }
+        }
+    }
+    if !flags.given() {
+        return Ok(dev_ca);
+    }
+    if flags.tls_cert.is_some() {
+        // The dev banner then shows https; the CA is whoever issued --tls-cert.
+        dev_ca = dev_dir.map(|_| PathBuf::from("<CA of --tls-cert>"));
+    }
+    let base = config
+        .tls
+        .as_ref()
+        .map(TlsSettings::to_toml)
+        .unwrap_or_default();
+    let cwd = std::env::current_dir().unwrap_or_default();
+    config.tls = Some(
+        base.overridden_by(flags.into_toml())
+            .check(&cwd)
+            .map_err(|problems| {
                 eprintln!("keygate: the TLS settings are not valid:");
                 for p in &problems {
                     eprintln!("  - {p}");
                 }
                 ExitCode::from(EXIT_USAGE)
-            },
-        )?);
-        // The dev banner then shows https; the CA is whoever issued --tls-cert.
-        return Ok(dev_dir.map(|_| PathBuf::from("<CA of --tls-cert>")));
-    }
-    let Some(dir) = dev_dir.filter(|_| config.tls.is_none()) else {
-        return Ok(None);
-    };
-    match crate::dev::certs::ensure_dev_server(&dir.join("tls")) {
-        Ok((server, ca)) => {
-            config.tls = Some(TlsSettings::new(server.cert, server.key));
-            Ok(Some(ca))
-        }
-        Err(e) => {
-            eprintln!("keygate: cannot prepare the development certificate: {e}");
-            Err(ExitCode::FAILURE)
-        }
-    }
+            })?,
+    );
+    Ok(dev_ca)
 }

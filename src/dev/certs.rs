@@ -296,6 +296,10 @@ pub fn write_file(path: &Path, contents: &[u8], mode: u32) -> Result<(), CertsEr
 /// valid and matches its key, otherwise a new CA and server certificate are written.
 /// Returns the server pair and the CA certificate to give to clients.
 pub fn ensure_dev_server(dir: &Path) -> Result<(Pair, PathBuf), CertsError> {
+    // The files are checked as a config names them; a relative `dir` would be joined onto
+    // itself (and the certificate remade at every start).
+    let absolute = std::path::absolute(dir).unwrap_or_else(|_| dir.to_owned());
+    let dir = absolute.as_path();
     let server = Pair {
         cert: dir.join("server.pem"),
         key: dir.join("server.key"),
