@@ -1,24 +1,23 @@
-//! keygate: an AWS KMS External Key Store (XKS) proxy.
-//!
-//! A request flows one way:
+//! keygate: an AWS KMS External Key Store (XKS) proxy, built as a gate engine with front
+//! doors and key backends. Arrows point one way (down):
 //!
 //! ```text
-//! server.rs         accept (connection permit), per-connection deadlines (server/timed_io.rs)
-//! server/tls.rs     TLS handshake, mTLS client name, certificate reload
-//! router.rs         match path -> InvalidUriPathException (before auth); 405; capped body read
-//! sigv4.rs          verify against the key store's credentials -> AuthenticationFailedException
-//! xks/api.rs        decode JSON into typed, bounded requests -> ValidationException
-//! policy.rs         Rego secondary authorization (Encrypt, Decrypt, GetKeyMetadata; never
-//!                   health) -> AccessDeniedException; policy/decision_log.rs records it
-//! xks.rs            key in key store -> KeyNotFoundException; run the operation:
-//!   xks/envelope.rs   AAD framing, ciphertext metadata, CDIV
-//!   keys.rs           trait KeyBackend (keys/software.rs: aes-gcm)
-//! xks/error.rs      any error -> (status, {"errorName","errorMessage"}) in one match
-//! router.rs         one structured log line per request
+//! front door  server.rs        accept under caps (server/conn_cap.rs), TLS (server/tls.rs), drain
+//!             router.rs        HTTP: message checks, path, 405, in-flight cap, capped body read,
+//!                              the one response and the one request log line
+//! gate        xks.rs           SigV4 (sigv4.rs) -> key store rate limit -> parse (xks/api.rs)
+//!                              -> judge -> key operation (xks/envelope.rs, keys.rs) -> close the
+//!                              judgement; xks/error.rs maps every error to the wire in one match
+//! policy      policy.rs        Rego on regorus; policy/authorizer.rs: Authorizer::judge and
+//!                              Judgement::record, the only way a decision line is written;
+//!                              policy/decision_log/ the hash-chained log (one writer thread)
+//! keys        keys.rs          trait KeyBackend: keys/software/ (aes-gcm), keys/pkcs11/ (cryptoki)
 //! ```
 //!
-//! `App` (app.rs) is built once from a checked `Config` (config.rs) and passed down; there
-//! are no globals. `health.rs` caches the deep health check.
+//! `App` (app.rs) is the composition root, built once from a checked `Config` (config.rs) and
+//! handing out narrow handles; `serve.rs` wires `keygate serve` and its ordered shutdown;
+//! `reload.rs` is the one reload supervisor. There are no globals. Development-only tooling
+//! lives in `dev/`; `client/` is an independent XKS client (conformance and load).
 
 #![forbid(unsafe_code)]
 
