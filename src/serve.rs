@@ -90,6 +90,7 @@ async fn spawn_admin(
     let admin = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| format!("cannot listen on {addr} (admin): {e}"))?;
+    let addr = admin.local_addr().unwrap_or(addr);
     tracing::info!(%addr, "admin listener on plain HTTP");
     let state = crate::admin::AdminState::new(
         env!("CARGO_PKG_VERSION"),
