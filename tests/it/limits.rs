@@ -1,10 +1,11 @@
 //! Each configurable resource bound, against the real server: request head size (431 and a
 //! close), connections in total and per peer address, the idle timeout, and the TLS handshake
 //! timeout. Header and body read times are covered in `xks`
-//! (`a_slow_client_does_not_block_others`).
+//! (`a_slow_client_does_not_block_others`). How long each timeout takes to fire is measured
+//! in `benches/wall_clock.rs`.
 
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
@@ -169,13 +170,12 @@ async fn idle_connections_are_closed_after_the_idle_timeout() {
     let mut buf = vec![0u8; 1024];
     let n = used.read(&mut buf).await.unwrap();
     assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 401"));
-    let started = Instant::now();
+    assert!(still_open(&used), "closed at once, not after going idle");
     for conn in [&mut silent, &mut used] {
         read_until_closed(conn, Duration::from_secs(5))
             .await
             .expect("an idle connection outlived the idle timeout");
     }
-    assert!(started.elapsed() >= Duration::from_millis(500));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -191,17 +191,12 @@ async fn a_tls_handshake_that_never_starts_is_cut_at_the_handshake_timeout() {
         "[limits]\nhandshake_timeout_ms = 300\nidle_timeout_secs = 60\n",
     );
     let s = TestServer::start(&config).await;
-    // Connected, and silent: no ClientHello ever comes.
+    // Connected, and silent: no ClientHello ever comes. Closed well before the 60 s idle
+    // timeout, so by the handshake timeout.
     let mut silent = TcpStream::connect(s.addr).await.unwrap();
-    let started = Instant::now();
     read_until_closed(&mut silent, Duration::from_secs(5))
         .await
         .expect("a connection without a handshake outlived handshake_timeout_ms");
-    let waited = started.elapsed();
-    assert!(
-        waited >= Duration::from_millis(250) && waited < Duration::from_secs(3),
-        "{waited:?}"
-    );
 }
 
 #[test]

@@ -297,3 +297,9 @@ pub async fn read_response(stream: &mut TcpStream) -> (u16, String) {
         buf.extend_from_slice(&chunk[..n]);
     }
 }
+
+/// Whether the peer has neither sent anything nor closed `stream` (a read would block).
+pub fn still_open(stream: &TcpStream) -> bool {
+    let mut buf = [0u8; 1];
+    matches!(stream.try_read(&mut buf), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+}
