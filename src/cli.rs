@@ -129,6 +129,21 @@ pub(crate) fn load_config(path: &Path) -> Result<Config, ExitCode> {
     })
 }
 
+/// Refuses (exit 64) to open a key backend whose module needs what this process's
+/// environment lacks (SoftHSMv2's `SOFTHSM2_CONF`). Only commands that open the token call it.
+pub(crate) fn backend_environment(config: &Config) -> Result<(), ExitCode> {
+    let crate::config::BackendKind::Pkcs11(settings) = &config.backend.kind else {
+        return Ok(());
+    };
+    match settings.environment_problem() {
+        None => Ok(()),
+        Some(problem) => {
+            eprintln!("keygate: {problem}");
+            Err(ExitCode::from(EXIT_USAGE))
+        }
+    }
+}
+
 fn config_check(file: &Path) -> ExitCode {
     match load_config(file) {
         Ok(c) => {

@@ -108,7 +108,7 @@ export KEYGATE_BENCH_SECRET="$secret"
 "${softhsm_env[@]}" "$BIN" keys --config "$config" create keygate-health >/dev/null
 
 # Per-request log lines off: at tens of thousands of requests/s they would measure the log.
-RUST_LOG="warn,keygate::cli=info" "${softhsm_env[@]}" \
+RUST_LOG="warn,keygate::serve=info" "${softhsm_env[@]}" \
   "$BIN" serve --config "$config" >"$work/server.out" 2>"$work/server.log" &
 server_pid=$!
 for _ in $(seq 200); do

@@ -70,6 +70,9 @@ pub(super) fn keys(args: KeysArgs) -> ExitCode {
         Ok(c) => c,
         Err(code) => return code,
     };
+    if let Err(code) = super::backend_environment(&config) {
+        return code;
+    }
     let result = open_admin(&config).and_then(|mut admin| match args.action {
         KeysAction::Create { key_id, usage } => {
             let usage = KeyUsage::parse_list(&usage)?;

@@ -121,6 +121,9 @@ pub(super) fn serve(args: ServeArgs) -> ExitCode {
         Ok(c) => c,
         Err(code) => return code,
     };
+    if let Err(code) = super::backend_environment(&config) {
+        return code;
+    }
     if let Some(listen) = args.listen {
         config.server.listen = listen;
     }

@@ -1,0 +1,9 @@
+//! Operating keygate: config checks, hot reload, metrics, load shedding, shutdown and
+//! signals, the admin listener.
+
+mod admin;
+mod config;
+mod metrics;
+mod reload;
+mod shed;
+mod shutdown;
