@@ -15,6 +15,8 @@ mod support;
 
 mod cli;
 mod client;
+mod dev;
+mod edges;
 mod faults;
 mod flood;
 mod limits;

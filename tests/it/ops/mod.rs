@@ -3,6 +3,7 @@
 
 mod admin;
 mod config;
+mod durability;
 mod metrics;
 mod reload;
 mod shed;

@@ -100,7 +100,10 @@ fn dev_softhsm2_serves_hsm_keys_it_created() {
     assert_eq!(out.status.code(), Some(64));
     assert!(String::from_utf8_lossy(&out.stderr).contains("SOFTHSM2_CONF="));
     // Commands that never open the token do not ask for it.
-    for args in [&["keystore", "console-json", "-c"][..], &["config", "check"][..]] {
+    for args in [
+        &["keystore", "console-json", "-c"][..],
+        &["config", "check"][..],
+    ] {
         let out = Command::new(BIN)
             .args(args)
             .arg(&cfg)

@@ -434,12 +434,10 @@ fn checkpoints_catch_a_cut_off_or_resealed_tail() {
                 .expect_ok();
         }
     });
-    // The log's writer thread writes each line after its request is answered, and nothing
-    // flushes it at shutdown yet; this test is about the checkpoint, so it stops the server
-    // once all four lines are in the file.
-    let lines = || std::fs::read_to_string(&log).map_or(0, |t| t.lines().count());
-    wait_until(PATIENCE, "4 decision log lines", || lines() == 4);
+    // The stop writes every queued line before the process exits.
     first.stop();
+    let lines = std::fs::read_to_string(&log).map_or(0, |t| t.lines().count());
+    assert_eq!(lines, 4);
     // A restart reports the head it resumes from.
     let second = KeygateProcess::start(&config, "info");
     second.wait_for_log("decision log checkpoint");

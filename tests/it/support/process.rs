@@ -241,6 +241,12 @@ impl KeygateProcess {
         find().unwrap()
     }
 
+    /// The admin listener's address, from its log line (the config must have `[admin]`).
+    pub fn admin_addr(&self) -> SocketAddr {
+        let line = self.wait_for_log("admin listener on plain HTTP");
+        listen_addr(&line).expect("the admin log line names its address")
+    }
+
     /// Resident memory of the process in KiB (VmRSS).
     pub fn rss_kib(&self) -> u64 {
         status_kib(self.pid(), "VmRSS:")
@@ -297,4 +303,21 @@ fn status_kib(pid: u32, field: &str) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     let line = status.lines().find(|l| l.starts_with(field)).unwrap();
     line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+/// `GET path` on plain HTTP/1.1 (the admin listener); the response body.
+pub fn http_get(addr: SocketAddr, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut c = std::net::TcpStream::connect(addr).unwrap();
+    c.set_read_timeout(Some(PATIENCE)).unwrap();
+    write!(
+        c,
+        "GET {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut text = String::new();
+    c.read_to_string(&mut text).unwrap();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    body.to_owned()
 }

@@ -15,9 +15,7 @@ use http_body_util::Full;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use keygate::dev::certs::{self, DevOptions, DevSet, Pair};
-use keygate::server::tls::{
-    self, ClientName, ConnLimits, TlsReloader, TlsSettings, hygiene,
-};
+use keygate::server::tls::{self, ClientName, ConnLimits, TlsReloader, TlsSettings, hygiene};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use rustls::{ClientConfig, RootCertStore, SupportedProtocolVersion};
