@@ -1,0 +1,276 @@
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+//! The first hour with keygate, against the real binary: what a new operator runs first and
+//! where it used to give way (a key no key store may use, a pasted URI path, an untrusted dev
+//! certificate, a proxy that is not there, a policy input missing its fields).
+
+use std::io::{BufRead, BufReader};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+const KEYGATE: &str = env!("CARGO_BIN_EXE_keygate");
+
+fn keygate(args: &[&str]) -> Output {
+    keygate_with_secret(args, None)
+}
+
+fn keygate_with_secret(args: &[&str], secret: Option<&str>) -> Output {
+    let mut cmd = Command::new(KEYGATE);
+    cmd.args(args)
+        .env_remove("KEYGATE_SECRET")
+        .env_remove("KEYGATE_ACCESS_KEY_ID");
+    if let Some(secret) = secret {
+        cmd.env("KEYGATE_SECRET", secret);
+    }
+    cmd.output().unwrap()
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Calls `condition` until it holds; fails the test after `limit`.
+fn wait_for(what: &str, limit: Duration, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !condition() {
+        assert!(
+            Instant::now() < deadline,
+            "{what}: not reached within {limit:?}"
+        );
+    }
+}
+
+/// `keygate serve --dev` on a free port, with what its banner says.
+struct DevServer {
+    child: Child,
+    root: tempfile::TempDir,
+    endpoint: String,
+    uri_path: String,
+    access_key_id: String,
+}
+
+impl DevServer {
+    fn start() -> DevServer {
+        let root = tempfile::tempdir().unwrap();
+        let data_dir = root.path().join("keygate-dev");
+        let log = std::fs::File::create(root.path().join("server.log")).unwrap();
+        let mut child = Command::new(KEYGATE)
+            .args(["serve", "--dev", "--data-dir"])
+            .arg(&data_dir)
+            .args(["--listen", "127.0.0.1:0"])
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let (mut endpoint, mut uri_path, mut access_key_id) = (None, None, None);
+        while endpoint.is_none() || uri_path.is_none() || access_key_id.is_none() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = match rx.recv_timeout(left) {
+                Ok(line) => line,
+                Err(e) => {
+                    let _ = child.kill();
+                    let log = std::fs::read_to_string(root.path().join("server.log"));
+                    panic!("no dev banner ({e}); server log: {log:?}");
+                }
+            };
+            let value = |label: &str| line.trim().strip_prefix(label).map(|v| v.trim().to_owned());
+            endpoint = endpoint.or_else(|| value("endpoint:"));
+            uri_path = uri_path.or_else(|| value("uri path:"));
+            access_key_id = access_key_id.or_else(|| value("access key id:"));
+        }
+        DevServer {
+            child,
+            root,
+            endpoint: endpoint.unwrap(),
+            uri_path: uri_path.unwrap(),
+            access_key_id: access_key_id.unwrap(),
+        }
+    }
+
+    fn data_dir(&self) -> PathBuf {
+        self.root.path().join("keygate-dev")
+    }
+
+    fn config(&self) -> PathBuf {
+        self.data_dir().join("keygate.toml")
+    }
+
+    fn ca(&self) -> String {
+        self.data_dir()
+            .join("tls/ca.pem")
+            .to_str()
+            .unwrap()
+            .to_owned()
+    }
+
+    fn secret(&self) -> String {
+        std::fs::read_to_string(self.data_dir().join("keystore.secret"))
+            .unwrap()
+            .trim()
+            .to_owned()
+    }
+
+    /// A short `keygate load --json` run of `op` on `key_id`, with `--prefix prefix`.
+    fn load(&self, op: &str, key_id: &str, prefix: &str) -> (Output, Option<Value>) {
+        let ca = self.ca();
+        let out = keygate_with_secret(
+            &[
+                "load",
+                "--url",
+                &self.endpoint,
+                "--prefix",
+                prefix,
+                "--access-key-id",
+                &self.access_key_id,
+                "--cacert",
+                &ca,
+                "--op",
+                op,
+                "--key-id",
+                key_id,
+                "--connections",
+                "1",
+                "--duration",
+                "200ms",
+                "--json",
+            ],
+            Some(&self.secret()),
+        );
+        let report = serde_json::from_slice(&out.stdout).ok();
+        (out, report)
+    }
+}
+
+impl Drop for DevServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A load report with at least one request and no error of any kind.
+fn all_ok(report: &Option<Value>) -> bool {
+    report
+        .as_ref()
+        .is_some_and(|r| r["errors"] == 0 && r["ok"].as_u64().unwrap_or(0) > 0)
+}
+
+fn mode(path: &Path) -> u32 {
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o7777
+}
+
+/// Item 7: `keys create bar` made a key no key store could use (KeyNotFoundException until
+/// the config's `keys` was edited by hand). `--keystore` edits it, comments kept, and the
+/// running server encrypts with the key after its config reload.
+#[test]
+fn keys_create_with_keystore_lets_the_running_server_use_the_key() {
+    let server = DevServer::start();
+    let config_path = server.config();
+    let config_arg = config_path.to_str().unwrap();
+    let config = keygate::config::Config::load(&config_path).unwrap();
+    let keystore = config.keystores[0].name.clone();
+    let prefix = config.keystores[0].uri_prefix.clone();
+    let before = std::fs::read_to_string(&config_path).unwrap();
+    let comments: Vec<&str> = before.lines().filter(|l| l.starts_with('#')).collect();
+    assert!(!comments.is_empty(), "{before}");
+    let mode_before = mode(&config_path);
+
+    // An unknown key store: exit 64, and neither the key nor the file changed.
+    let out = keygate(&[
+        "keys",
+        "--config",
+        config_arg,
+        "create",
+        "bar",
+        "--keystore",
+        "no-such-store",
+    ]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(64), "{stderr}");
+    assert!(
+        stderr.contains("no key store named \"no-such-store\"")
+            && stderr.contains(&keystore)
+            && stderr.contains("no key was created"),
+        "{stderr}"
+    );
+    let list = keygate(&["keys", "--config", config_arg, "list"]);
+    assert!(
+        !text(&list.stdout).contains("bar"),
+        "{}",
+        text(&list.stdout)
+    );
+    assert_eq!(std::fs::read_to_string(&config_path).unwrap(), before);
+
+    let out = keygate(&[
+        "keys",
+        "--config",
+        config_arg,
+        "create",
+        "bar",
+        "--keystore",
+        &keystore,
+    ]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", text(&out.stderr));
+    assert!(
+        stdout.contains(&format!(
+            "added \"bar\" to the keys of key store \"{keystore}\""
+        )),
+        "{stdout}"
+    );
+    let after = std::fs::read_to_string(&config_path).unwrap();
+    for comment in &comments {
+        assert!(after.contains(comment), "lost {comment:?}:\n{after}");
+    }
+    let keys_line = after.lines().find(|l| l.starts_with("keys")).unwrap();
+    assert!(
+        keys_line.contains("\"foo\"") && keys_line.ends_with("\"bar\"]"),
+        "{after}"
+    );
+    assert_eq!(mode(&config_path), mode_before);
+
+    // The running server reloads its config (a 2 s poll) and then encrypts with `bar`.
+    wait_for("an encrypt with bar", Duration::from_secs(30), || {
+        all_ok(&server.load("encrypt", "bar", &prefix).1)
+    });
+
+    // A key the key store already lists is not listed twice.
+    let listed = after.replace("\"bar\"]", "\"bar\", \"qux\"]");
+    std::fs::write(&config_path, &listed).unwrap();
+    let out = keygate(&[
+        "keys",
+        "--config",
+        config_arg,
+        "create",
+        "qux",
+        "--keystore",
+        &keystore,
+    ]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", text(&out.stderr));
+    assert!(
+        stdout.contains(&format!("key store \"{keystore}\" already lists \"qux\"")),
+        "{stdout}"
+    );
+    assert_eq!(std::fs::read_to_string(&config_path).unwrap(), listed);
+}
