@@ -159,6 +159,19 @@ impl DevServer {
         let report = serde_json::from_slice(&out.stdout).ok();
         (out, report)
     }
+
+    /// `keygate conformance` with the connection flags given, and the dev server's secret.
+    fn conformance(&self, flags: &[&str]) -> Output {
+        let mut args = vec![
+            "conformance",
+            "--url",
+            &self.endpoint,
+            "--access-key-id",
+            &self.access_key_id,
+        ];
+        args.extend_from_slice(flags);
+        keygate_with_secret(&args, Some(&self.secret()))
+    }
 }
 
 impl Drop for DevServer {
@@ -273,4 +286,120 @@ fn keys_create_with_keystore_lets_the_running_server_use_the_key() {
         "{stdout}"
     );
     assert_eq!(std::fs::read_to_string(&config_path).unwrap(), listed);
+}
+
+/// The lines of a conformance run that report a case.
+fn case_lines(stdout: &str) -> Vec<&str> {
+    stdout
+        .lines()
+        .filter(|l| l.starts_with("PASS ") || l.starts_with("FAIL ") || l.starts_with("SKIP "))
+        .collect()
+}
+
+/// Item 9a: the dev banner prints the URI path (`/PREFIX/kms/xks/v1`); pasted as `--prefix`
+/// it failed every case with 404. Both commands now take it as well as the prefix alone.
+#[test]
+fn conformance_and_load_take_the_uri_path_the_banner_prints() {
+    let server = DevServer::start();
+    assert!(
+        server.uri_path.ends_with("/kms/xks/v1"),
+        "{}",
+        server.uri_path
+    );
+    let ca = server.ca();
+    let out = server.conformance(&["--prefix", &server.uri_path, "--cacert", &ca]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", text(&out.stderr));
+    assert!(
+        case_lines(&stdout).iter().all(|l| !l.starts_with("FAIL")),
+        "{stdout}"
+    );
+    assert!(stdout.contains(" passed, 0 failed"), "{stdout}");
+    for prefix in [server.uri_path.clone(), format!("{}/", server.uri_path)] {
+        let (out, report) = server.load("encrypt", "foo", &prefix);
+        assert!(
+            all_ok(&report),
+            "{prefix}: {}{}",
+            text(&out.stdout),
+            text(&out.stderr)
+        );
+    }
+}
+
+/// Item 9b: a proxy that is not there printed one FAIL per case (67 of them). The run now
+/// stops at the first transport failure with one message and exit 1: here a refused
+/// connection, and a listener that accepts and never answers.
+#[test]
+fn conformance_stops_at_the_first_transport_failure() {
+    let refused_port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent_port = silent.local_addr().unwrap().port();
+    for (port, why) in [
+        (refused_port, "Connection refused"),
+        (silent_port, "no response within 300ms"),
+    ] {
+        let url = format!("http://127.0.0.1:{port}");
+        let out = keygate_with_secret(
+            &[
+                "conformance",
+                "--url",
+                &url,
+                "--access-key-id",
+                "AKIAIOSFODNN7EXAMPLE",
+                "--timeout",
+                "300ms",
+            ],
+            Some("wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"),
+        );
+        let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+        assert_eq!(out.status.code(), Some(1), "{stdout}{stderr}");
+        assert!(case_lines(&stdout).is_empty(), "{stdout}");
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        assert!(
+            stderr.contains("cannot reach the proxy, stopped at case health.ok")
+                && stderr.contains(why),
+            "{stderr}"
+        );
+    }
+    drop(silent);
+}
+
+/// Items 9b and 9c: against the dev server's certificate, no `--cacert` used to suggest the
+/// system bundle; it now says to pass `--cacert` and names the dev CA file. A CA that does
+/// not trust the certificate stops the run at the handshake with the same advice.
+#[test]
+fn an_untrusted_dev_certificate_names_the_dev_ca() {
+    let server = DevServer::start();
+    let out = server.conformance(&["--prefix", &server.uri_path]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(64), "{stderr}");
+    assert!(
+        stderr.contains("--cacert") && stderr.contains("keygate-dev/tls/ca.pem"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("ca-certificates"), "{stderr}");
+
+    let other = tempfile::tempdir().unwrap();
+    let made = keygate(&["certs", "dev", other.path().to_str().unwrap()]);
+    assert!(made.status.success(), "{}", text(&made.stderr));
+    let other_ca = other.path().join("ca.pem");
+    let out = server.conformance(&[
+        "--prefix",
+        &server.uri_path,
+        "--cacert",
+        other_ca.to_str().unwrap(),
+    ]);
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(1), "{stdout}{stderr}");
+    assert!(case_lines(&stdout).is_empty(), "{stdout}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("TLS handshake")
+            && stderr.contains(&format!("not trusted by --cacert {}", other_ca.display()))
+            && stderr.contains("keygate-dev/tls/ca.pem"),
+        "{stderr}"
+    );
 }
