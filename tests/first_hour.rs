@@ -403,3 +403,87 @@ fn an_untrusted_dev_certificate_names_the_dev_ca() {
         "{stderr}"
     );
 }
+
+/// An input as keygate gives it to policies: every field of xks-spec/policy-input.schema.json.
+fn complete_policy_input() -> Value {
+    serde_json::json!({
+        "operation": "Encrypt", "keystore": "dev", "uri_prefix": "/p", "key_id": "foo",
+        "request_metadata": {"awsPrincipalArn": "arn:aws:iam::111122223333:user/alice",
+            "kmsOperation": "Encrypt", "kmsRequestId": "r-1"},
+        "access_key_id": "AKIAIOSFODNN7EXAMPLE", "source_ip": "10.0.0.1",
+        "client_subject": null, "time": "2026-11-22T05:46:02Z", "aad_length": 0
+    })
+}
+
+/// A policy that denies what lacks a key store; an input without one must not slip past it.
+const DENY_WITHOUT_KEYSTORE: &str = "package keygate\nimport rego.v1\n\
+    default allow := false\nallow if input.keystore == \"dev\"\n\
+    deny contains \"wrong key store\" if not allow\n";
+
+/// Item 11: `policy eval` with an input lacking required fields silently answered allow. The
+/// input is now checked against the schema, each problem named, exit 64; `--no-input-check`
+/// evaluates it as before.
+#[test]
+fn policy_eval_names_missing_and_mistyped_fields() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("input.json");
+    let input_arg = input.to_str().unwrap();
+    std::fs::write(
+        &input,
+        r#"{"operation": "Encrypt", "request_metadata": {}, "aad_length": "12"}"#,
+    )
+    .unwrap();
+    let out = keygate(&["policy", "eval", "--input", input_arg]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(64), "{stderr}");
+    assert!(out.stdout.is_empty(), "{}", text(&out.stdout));
+    for field in [
+        "keystore",
+        "key_id",
+        "access_key_id",
+        "source_ip",
+        "client_subject",
+        "time",
+    ] {
+        assert!(
+            stderr.contains(&format!("missing field `{field}`")),
+            "{field}: {stderr}"
+        );
+    }
+    assert!(
+        stderr.contains("`aad_length` must be a non-negative integer, not a string (\"12\")"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("--no-input-check"), "{stderr}");
+
+    let out = keygate(&["policy", "eval", "--input", input_arg, "--no-input-check"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let decision: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(decision["allow"], true);
+
+    // A complete input is judged, by the embedded policy and by one of the operator's.
+    let policies = dir.path().join("policies");
+    std::fs::create_dir(&policies).unwrap();
+    std::fs::write(policies.join("policy.rego"), DENY_WITHOUT_KEYSTORE).unwrap();
+    let mut complete = complete_policy_input();
+    std::fs::write(&input, complete.to_string()).unwrap();
+    let out = keygate(&["policy", "eval", "--input", input_arg]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let decision: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(decision["allow"], true);
+    complete["keystore"] = "other".into();
+    std::fs::write(&input, complete.to_string()).unwrap();
+    let policy_dir = policies.to_str().unwrap();
+    let out = keygate(&[
+        "policy",
+        "eval",
+        "--input",
+        input_arg,
+        "--policy-dir",
+        policy_dir,
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let decision: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(decision["allow"], false);
+    assert_eq!(decision["deny"], serde_json::json!(["wrong key store"]));
+}
