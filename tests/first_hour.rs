@@ -487,3 +487,25 @@ fn policy_eval_names_missing_and_mistyped_fields() {
     assert_eq!(decision["allow"], false);
     assert_eq!(decision["deny"], serde_json::json!(["wrong key store"]));
 }
+
+/// Item 11: `policy test policies/` printed `policies//default_test.rego`.
+#[test]
+fn policy_test_prints_one_slash_after_a_directory_given_with_a_trailing_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let policies = dir.path().join("policies");
+    std::fs::create_dir(&policies).unwrap();
+    std::fs::write(policies.join("policy.rego"), DENY_WITHOUT_KEYSTORE).unwrap();
+    std::fs::write(
+        policies.join("policy_test.rego"),
+        "package keygate_test\nimport rego.v1\n\
+         test_other_store_denied if not data.keygate.allow with input as {\"keystore\": \"x\"}\n",
+    )
+    .unwrap();
+    let arg = format!("{}/", policies.display());
+    let out = keygate(&["policy", "test", &arg]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", text(&out.stderr));
+    let want = format!("PASS {}/policy_test.rego:3 ", policies.display());
+    assert!(stdout.contains(&want), "{stdout}");
+    assert!(!stdout.contains("//"), "{stdout}");
+}

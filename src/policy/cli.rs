@@ -142,9 +142,12 @@ fn print_report(
     verbose: bool,
     out: &mut dyn Write,
 ) -> anyhow::Result<()> {
+    // `policies/` names the set; its files print as `policies/x_test.rego`, one slash.
+    let set_dir: PathBuf = Path::new(set).components().collect();
     for r in &report.results {
         let verdict = if r.passed { "PASS" } else { "FAIL" };
-        write!(out, "{verdict} {set}/{}:{} {}", r.file, r.line, r.rule)?;
+        let file = set_dir.join(&r.file);
+        write!(out, "{verdict} {}:{} {}", file.display(), r.line, r.rule)?;
         match &r.detail {
             Some(detail) => writeln!(out, ": {detail}")?,
             None => writeln!(out)?,
