@@ -6,10 +6,13 @@
 //! config/check.rs    the Checker: raw -> checked, collecting every problem and warning
 //!   check/keystores.rs  key stores, URI prefixes, credentials and their secrets
 //! config/checked.rs  the checked types the rest of keygate reads
+//! config/edit.rs     changes keygate writes into the file itself (`keys create --keystore`),
+//!                    keeping its comments and layout
 //! ```
 
 mod check;
 mod checked;
+pub mod edit;
 mod raw;
 
 use std::path::Path;

@@ -9,6 +9,7 @@ pub mod cli;
 pub mod decision_log;
 pub mod embedded;
 mod input;
+pub mod input_check;
 pub mod reload;
 mod set;
 mod stats;

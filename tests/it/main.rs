@@ -18,6 +18,7 @@ mod client;
 mod dev;
 mod edges;
 mod faults;
+mod first_hour;
 mod flood;
 mod limits;
 mod ops;

@@ -406,7 +406,16 @@ fn policy_check_and_test_report_failures() {
         r#"{"operation": "Encrypt", "request_metadata": {}}"#,
     )
     .unwrap();
-    let out = keygate(&["policy", "eval", "--input", input.to_str().unwrap()]);
+    // A partial input is refused unless the check is skipped on purpose.
+    let refused = keygate(&["policy", "eval", "--input", input.to_str().unwrap()]);
+    assert_eq!(refused.status.code(), Some(64));
+    let out = keygate(&[
+        "policy",
+        "eval",
+        "--no-input-check",
+        "--input",
+        input.to_str().unwrap(),
+    ]);
     let decision: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(decision["allow"], true);
 }
