@@ -89,3 +89,30 @@ fn every_alert_has_a_runbook_section() {
         }
     }
 }
+
+/// deploy/kubernetes/monitoring/prometheusrule.yaml holds exactly the rule files' groups (as
+/// scripts/prometheus-rule.sh writes them: each file's lines after `groups:`, indented by two).
+#[test]
+fn prometheus_rule_manifest_holds_the_rule_files() {
+    let mut expected = String::new();
+    for file in super::rule_files() {
+        let text = std::fs::read_to_string(&file).unwrap();
+        let (_, groups) = text.split_once("\ngroups:\n").unwrap();
+        for line in groups.lines() {
+            if !line.is_empty() {
+                expected.push_str("  ");
+                expected.push_str(line);
+            }
+            expected.push('\n');
+        }
+    }
+    let manifest =
+        std::fs::read_to_string(deploy_dir().join("kubernetes/monitoring/prometheusrule.yaml"))
+            .unwrap();
+    let (head, groups) = manifest.split_once("\nspec:\n  groups:\n").unwrap();
+    assert!(head.contains("kind: PrometheusRule"), "{head}");
+    assert!(
+        groups == expected,
+        "prometheusrule.yaml is out of date: run scripts/prometheus-rule.sh"
+    );
+}
