@@ -60,10 +60,10 @@ impl Prometheus {
         );
         assert!(check.status.success(), "{}", describe(&check));
         // A free port can be taken by someone else before Prometheus binds it: try again.
+        let log = dir.path().join("prometheus.log");
         for _ in 0..3 {
             let addr = free_port();
-            let log = dir.path().join("prometheus.log");
-            let child = Command::new("prometheus")
+            let mut child = Command::new("prometheus")
                 .arg(format!("--config.file={}", config_path.display()))
                 .arg(format!(
                     "--storage.tsdb.path={}",
@@ -80,31 +80,21 @@ impl Prometheus {
                          (scripts/test.sh does: apt-get install prometheus)"
                     )
                 });
-            let mut p = Prometheus {
-                addr,
-                child,
-                log,
-                _dir: tempfile::tempdir().unwrap(),
-            };
-            if p.wait_ready() {
-                p._dir = dir;
-                return p;
+            if ready(&mut child, addr) {
+                return Prometheus {
+                    addr,
+                    child,
+                    log,
+                    _dir: dir,
+                };
             }
+            let _ = child.kill();
+            let _ = child.wait();
         }
-        panic!("prometheus did not start three times in a row");
-    }
-
-    /// Waits until `/-/ready` answers 200; `false` if the process exited first.
-    fn wait_ready(&mut self) -> bool {
-        let mut exited = false;
-        wait_until(PATIENCE, "prometheus ready", || {
-            if self.child.try_wait().unwrap().is_some() {
-                exited = true;
-                return true;
-            }
-            get(self.addr, "/-/ready").is_some_and(|(status, _)| status == 200)
-        });
-        !exited
+        panic!(
+            "prometheus did not start three times in a row:\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
     }
 
     /// Prometheus's own log so far (for failure messages).
@@ -168,6 +158,16 @@ pub fn describe(out: &Output) -> String {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     )
+}
+
+/// Waits until `/-/ready` answers 200; `false` if the process exited first.
+fn ready(child: &mut Child, addr: SocketAddr) -> bool {
+    let mut exited = false;
+    wait_until(PATIENCE, "prometheus ready", || {
+        exited = child.try_wait().unwrap().is_some();
+        exited || get(addr, "/-/ready").is_some_and(|(status, _)| status == 200)
+    });
+    !exited
 }
 
 fn free_port() -> SocketAddr {
