@@ -60,11 +60,14 @@ impl App {
             }
         };
         let backend: Arc<dyn KeyBackend> = Arc::new(MeteredBackend::new(backend, metrics.clone()));
-        let health = Arc::new(HealthMonitor::new(
-            backend.clone(),
-            config.backend.health_key.clone(),
-            config.server.fleet_size,
-        ));
+        let health = Arc::new(
+            HealthMonitor::new(
+                backend.clone(),
+                config.backend.health_key.clone(),
+                config.server.fleet_size,
+            )
+            .with_metrics(metrics.clone()),
+        );
         let tls = match &config.tls {
             Some(t) => {
                 let m = metrics.clone();
@@ -96,17 +99,35 @@ impl App {
         Ok(app)
     }
 
-    /// Copies the decision log's and the TLS layer's counters into the metrics at each scrape.
+    /// Copies the decision log's, the TLS layer's and the key backend's state into the
+    /// metrics at each scrape.
     fn export_gauges(&self) {
         if let Some(log) = self.authorizer.decision_log().cloned() {
+            // The stats, not the Authorizer: it holds the metrics, which hold this sampler.
+            let stats = self.authorizer.stats().clone();
             self.metrics.on_encode(move |m| {
                 let counters = m.decision_log();
-                counters.set_totals(log.written(), log.lost());
-                counters
-                    .head_seq
-                    .set(i64::try_from(log.head().0).unwrap_or(i64::MAX));
+                // Lines first: every line written was judged before, so judged >= done.
+                let (written, lost) = (log.written(), log.lost());
+                let stats = stats.snapshot();
+                counters.set_totals(written, lost);
+                counters.set_failures(log.write_errors(), stats.log_refusals);
+                counters.head_seq.set(saturating_i64(log.head().0));
+                counters.enabled.set(1);
+                counters.fail_closed.set(i64::from(log.fail_closed()));
+                counters.writable.set(i64::from(log.writable()));
+                let judged = stats.allowed + stats.denied + stats.errors;
+                let pending = judged.saturating_sub(written + lost);
+                counters.pending.set(saturating_i64(pending));
             });
         }
+        // Weak: the metered backend holds the metrics, which hold this sampler.
+        let backend = Arc::downgrade(&self.backend);
+        self.metrics.on_encode(move |m| {
+            if let Some(b) = backend.upgrade() {
+                m.set_key_versions(&b.current_versions_created());
+            }
+        });
         if let Some(tls) = self.tls.clone() {
             self.metrics.on_encode(move |m| {
                 let totals: Vec<_> = tls
@@ -175,6 +196,10 @@ impl App {
             }
         })
     }
+}
+
+fn saturating_i64(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
 }
 
 /// The backend's name for build info, known before the backend is opened.

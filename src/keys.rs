@@ -240,6 +240,13 @@ pub trait KeyBackend: Send + Sync + fmt::Debug {
     /// Deep check: an encrypt and a decrypt on the dedicated health key, never a customer key.
     /// One entry per key-manager instance (1 to 10).
     async fn health(&self, health_key: &str) -> Vec<EkmInstance>;
+
+    /// When each key's current version was created (its creation or last rotation), for the
+    /// keys whose backend records it; from memory, never a call to the key manager. The
+    /// default knows none (a PKCS#11 token does not say).
+    fn current_versions_created(&self) -> Vec<(String, std::time::SystemTime)> {
+        Vec::new()
+    }
 }
 
 /// One row of `keygate keys list`.

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use super::decision_log::{DecisionLog, DecisionLogError, DecisionRecord};
 use super::{Decision, PolicyEngine, PolicyError, PolicyInput, PolicyStats};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, PolicyRefusal};
 
 /// The error name recorded for a judged request that never got an answer.
 pub const ABANDONED: &str = "RequestAbandoned";
@@ -72,8 +72,8 @@ impl Authorizer {
         &self.engine
     }
 
-    /// Outcome counters.
-    pub fn stats(&self) -> &PolicyStats {
+    /// Outcome counters (shared: clone the `Arc` to read them later).
+    pub fn stats(&self) -> &Arc<PolicyStats> {
         &self.stats
     }
 
@@ -116,8 +116,13 @@ impl Authorizer {
                     Verdict::Allow
                 }
             }
-            Ok(d) => Verdict::Deny(d.reasons),
+            Ok(d) => {
+                self.metrics.record_policy_refusal(PolicyRefusal::Denied);
+                Verdict::Deny(d.reasons)
+            }
             Err(e) => {
+                self.metrics
+                    .record_policy_refusal(PolicyRefusal::EvaluationFailed);
                 tracing::error!(error = %e, keystore, "policy evaluation failed; request refused");
                 Verdict::Failed(e.to_string())
             }

@@ -21,6 +21,7 @@ mod faults;
 mod first_hour;
 mod flood;
 mod limits;
+mod monitoring;
 mod ops;
 mod pkcs11;
 mod policy;

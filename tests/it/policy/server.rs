@@ -281,6 +281,12 @@ async fn fail_closed_log_refuses_requests_but_not_health() {
         .await
         .expect_ok();
     assert!(server.policy_counts().log_refusals >= 1);
+    // What the KeygateDecisionLogFailClosedRefusing alert watches.
+    let m = server.metrics();
+    assert_eq!(metric(&m, "keygate_decision_log_writable"), 0.0);
+    assert_eq!(metric(&m, "keygate_decision_log_fail_closed"), 1.0);
+    assert!(metric(&m, "keygate_decision_log_refusals_total") >= 1.0);
+    assert!(metric(&m, "keygate_decision_log_write_errors_total") >= 1.0);
     // Space comes back: requests flow again without a restart.
     std::fs::remove_file(&log).unwrap();
     std::fs::write(&log, "").unwrap();
@@ -292,6 +298,10 @@ async fn fail_closed_log_refuses_requests_but_not_health() {
         .post(&path("metadata", "foo"), &metadata_body())
         .await
         .expect_ok();
+    assert_eq!(
+        metric(&server.metrics(), "keygate_decision_log_writable"),
+        1.0
+    );
     server.stop().await;
 }
 

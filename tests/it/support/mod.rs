@@ -8,6 +8,7 @@ pub mod dev;
 pub mod fixtures;
 pub mod own_process;
 pub mod process;
+pub mod prometheus;
 pub mod server;
 pub mod softhsm;
 pub mod tls;
