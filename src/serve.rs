@@ -29,7 +29,7 @@ pub async fn run(config: Config, options: Options) -> Result<(), String> {
         tracing::warn!("{w}");
     }
     let app = Arc::new(App::build(&config)?);
-    if !app.backend.hardware_protected() {
+    if app.backend.kind() == "software" {
         tracing::warn!(
             backend = app.backend.kind(),
             "keys are held by the software backend and are NOT protected by an HSM; use the pkcs11 backend in production"
