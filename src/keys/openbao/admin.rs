@@ -98,6 +98,18 @@ impl OpenBaoAdmin {
             .map_err(|e| e.to_string())
     }
 
+    /// Whether `token` (another than the operator's) is valid on the server now.
+    pub fn token_works(&self, token: &str) -> Result<bool, String> {
+        let answer = self
+            .rt
+            .block_on(
+                self.http
+                    .call(Verb::Get, "auth/token/lookup-self", Some(token), None),
+            )
+            .map_err(|e| e.to_string())?;
+        Ok(answer.status == 200)
+    }
+
     /// `data` of a successful request.
     pub fn data<T: serde::de::DeserializeOwned>(
         &self,
