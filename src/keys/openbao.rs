@@ -133,7 +133,11 @@ impl OpenBaoBackend {
             self.call(Verb::Get, &key_path, None),
             self.call(Verb::Post, "sys/capabilities-self", Some(caps_body)),
         );
-        let key: transit::KeyRead = transit::data(&key?, KeyOp::Encrypt)?;
+        let key = key?;
+        if key.status == 403 {
+            return Err(self.unreadable(key_id).await);
+        }
+        let key: transit::KeyRead = transit::data(&key, KeyOp::Encrypt)?;
         if let Some(why) = key.refusal() {
             return Err(KeyError::Unsupported(format!("key {key_id}: {why}")));
         }
@@ -161,6 +165,23 @@ impl OpenBaoBackend {
         }
         facts.insert(key_id.to_owned(), (Instant::now(), info.clone()));
         Ok(info)
+    }
+
+    /// keygate's token may not read the key: when the token itself is good, the key is not
+    /// one keygate was given (KeyNotFound); otherwise the token is the problem.
+    async fn unreadable(&self, key_id: &str) -> KeyError {
+        match self.call(Verb::Get, "auth/token/lookup-self", None).await {
+            Ok(a) if a.status == 200 => KeyError::NotFound,
+            Ok(a) => {
+                tracing::debug!(
+                    key_id,
+                    status = a.status,
+                    "token lookup after a refused key read"
+                );
+                transit::classify(403, &[], KeyOp::Encrypt)
+            }
+            Err(e) => e,
+        }
     }
 
     fn forget(&self, key_id: &str) {

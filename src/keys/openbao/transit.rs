@@ -196,7 +196,8 @@ pub fn plaintext(d: &DecryptData) -> Result<Zeroizing<Vec<u8>>, KeyError> {
 
 /// What an error answer from the server means for keygate: the one table.
 pub fn classify(status: u16, errors: &[String], op: KeyOp) -> KeyError {
-    let first = errors.first().map(String::as_str).unwrap_or("").trim();
+    let first = tidy(errors.first().map(String::as_str).unwrap_or(""));
+    let first = first.as_str();
     let has = |needle: &str| errors.iter().any(|e| e.contains(needle));
     match status {
         400 if has("message authentication failed") => KeyError::Authentication,
@@ -220,6 +221,16 @@ pub fn classify(status: u16, errors: &[String], op: KeyOp) -> KeyError {
         503 => KeyError::Unavailable(format!("OpenBao is sealed or not active: {first}")),
         s => KeyError::Unavailable(format!("OpenBao answered {s}: {first}")),
     }
+}
+
+/// One line of the server's error text: Go's "1 error occurred:\n\t* x\n\n" becomes "x".
+pub fn tidy(message: &str) -> String {
+    message
+        .lines()
+        .map(|l| l.trim().trim_start_matches("* ").trim())
+        .filter(|l| !l.is_empty() && !(l.ends_with("occurred:") && l.contains("error")))
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 impl From<HttpError> for KeyError {

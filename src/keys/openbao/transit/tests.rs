@@ -135,6 +135,16 @@ fn error_table() {
 }
 
 #[test]
+fn go_multierror_text_is_tidied() {
+    assert_eq!(
+        tidy("1 error occurred:\n\t* permission denied\n\n"),
+        "permission denied"
+    );
+    assert_eq!(tidy("2 errors occurred:\n\t* a\n\t* b\n"), "a; b");
+    assert_eq!(tidy("plain"), "plain");
+}
+
+#[test]
 fn key_types_other_than_aes256_gcm96_are_refused() {
     let read = |t: &str, derived: bool| KeyRead {
         key_type: t.into(),
