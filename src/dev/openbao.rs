@@ -131,13 +131,15 @@ fn ensure_token(admin: &OpenBaoAdmin, dir: &Path) -> Result<(), String> {
     )?;
     let reply: serde_json::Value =
         serde_json::from_slice(&answer.body).map_err(|e| format!("auth/token/create: {e}"))?;
-    let token = reply["auth"]["client_token"]
-        .as_str()
+    let token = reply
+        .pointer("/auth/client_token")
+        .and_then(serde_json::Value::as_str)
         .map(|t| Zeroizing::new(t.to_owned()))
         .ok_or_else(|| {
             format!(
                 "auth/token/create answered {}: {}",
-                answer.status, reply["errors"]
+                answer.status,
+                reply.get("errors").unwrap_or(&serde_json::Value::Null)
             )
         })?;
     answer.scrub();

@@ -122,18 +122,23 @@ impl OpenBaoBackend {
         format!("{}/{what}/{key_id}", self.mount)
     }
 
-    /// Reads the key and keygate's capabilities on it, at once.
+    /// Reads the key, then keygate's capabilities on it (one after the other: a request
+    /// holds one connection at a time, so a pool of one still serves).
+    /// Bounded as a whole by the request timeout.
     async fn read_facts(&self, key_id: &str) -> Result<KeyInfo, KeyError> {
+        let limit = self.http.timeout();
+        tokio::time::timeout(limit, self.read_facts_now(key_id))
+            .await
+            .map_err(|_| KeyError::Timeout(limit))?
+    }
+
+    async fn read_facts_now(&self, key_id: &str) -> Result<KeyInfo, KeyError> {
         let key_path = self.path("keys", key_id);
         let (enc, dec) = (self.path("encrypt", key_id), self.path("decrypt", key_id));
         let caps_body = serde_json::json!({ "paths": [enc, dec] })
             .to_string()
             .into_bytes();
-        let (key, caps) = tokio::join!(
-            self.call(Verb::Get, &key_path, None),
-            self.call(Verb::Post, "sys/capabilities-self", Some(caps_body)),
-        );
-        let key = key?;
+        let key = self.call(Verb::Get, &key_path, None).await?;
         if key.status == 403 {
             return Err(self.unreadable(key_id).await);
         }
@@ -141,7 +146,10 @@ impl OpenBaoBackend {
         if let Some(why) = key.refusal() {
             return Err(KeyError::Unsupported(format!("key {key_id}: {why}")));
         }
-        let caps: HashMap<String, Vec<String>> = transit::data(&caps?, KeyOp::Encrypt)?;
+        let caps = self
+            .call(Verb::Post, "sys/capabilities-self", Some(caps_body))
+            .await?;
+        let caps: HashMap<String, Vec<String>> = transit::data(&caps, KeyOp::Encrypt)?;
         let may = |p: &str| {
             caps.get(p)
                 .is_some_and(|c| c.iter().any(|c| c == "update" || c == "root"))

@@ -20,6 +20,7 @@ mod edges;
 mod faults;
 mod flood;
 mod limits;
+mod openbao;
 mod ops;
 mod pkcs11;
 mod policy;

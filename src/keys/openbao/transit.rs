@@ -228,7 +228,7 @@ pub fn tidy(message: &str) -> String {
     message
         .lines()
         .map(|l| l.trim().trim_start_matches("* ").trim())
-        .filter(|l| !l.is_empty() && !(l.ends_with("occurred:") && l.contains("error")))
+        .filter(|l| !(l.is_empty() || (l.ends_with("occurred:") && l.contains("error"))))
         .collect::<Vec<_>>()
         .join("; ")
 }

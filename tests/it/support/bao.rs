@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
+use super::PATIENCE;
 use super::fixtures::{HEALTH_KEY, KEYS, SOFTWARE_BACKEND};
-use super::{PATIENCE, wait_until};
 
 /// The Transit mount and ACL policy the harness sets up.
 pub const MOUNT: &str = "keygate";
@@ -85,9 +85,11 @@ impl Bao {
                 .spawn()
                 .unwrap_or_else(|e| panic!("cannot run {}: {e}", bin.display()));
             let mut bao = Bao { addr, dir, child };
+            let mut last_log = String::new();
             let started = Instant::now();
             while started.elapsed() < PATIENCE {
                 if bao.child.try_wait().unwrap().is_some() {
+                    last_log = bao.log();
                     break; // the port was taken meanwhile: try another
                 }
                 if bao
@@ -98,8 +100,9 @@ impl Bao {
                 }
                 std::thread::sleep(Duration::from_millis(20));
             }
+            eprintln!("bao server -dev did not start on {addr}: {last_log}");
         }
-        panic!("bao server -dev did not start");
+        panic!("bao server -dev did not start (five ports tried)");
     }
 
     pub fn url(&self) -> String {
@@ -132,18 +135,6 @@ impl Bao {
     pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-    }
-
-    /// CPU time (user + system) the server has used, in clock ticks.
-    pub fn cpu_ticks(&self) -> u64 {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).unwrap();
-        let fields: Vec<&str> = stat
-            .rsplit(')')
-            .next()
-            .unwrap()
-            .split_whitespace()
-            .collect();
-        fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
     }
 
     /// One request as root; must succeed (2xx). Returns the JSON answer (Null when empty).
@@ -312,12 +303,4 @@ fn dechunk(mut s: &str) -> String {
         s = rest[n..].trim_start_matches("\r\n");
     }
     out
-}
-
-/// Waits until `bao` answers `sys/health` 200 again (after a resume).
-pub fn wait_healthy(bao: &Bao) {
-    wait_until(PATIENCE, "bao healthy", || {
-        bao.try_api("GET", "sys/health", None, None)
-            .is_some_and(|(s, _)| s == 200)
-    });
 }
