@@ -45,15 +45,18 @@ async fn faults_answer_the_spec_errors() {
     let body = encrypt_body(b"a", None, false);
     c.post(&path("encrypt", "foo"), &body).await.expect_ok();
     server.bao().pause();
-    let started = Instant::now();
-    c.post(&path("encrypt", "foo"), &body)
-        .await
-        .expect_error(503, "DependencyTimeoutException");
-    assert!(
-        started.elapsed() < Duration::from_millis(1500),
-        "{:?}",
-        started.elapsed()
-    );
+    // The background health check may hold the one connection for a moment (429 then).
+    let waited = eventually(PATIENCE, "DependencyTimeoutException", async || {
+        let started = Instant::now();
+        let r = c.post(&path("encrypt", "foo"), &body).await;
+        match (r.status, r.error_name()) {
+            (503, "DependencyTimeoutException") => Some(started.elapsed()),
+            (429, "ThrottlingException") => None,
+            other => panic!("{other:?}: {}", r.raw),
+        }
+    })
+    .await;
+    assert!(waited < Duration::from_millis(1500), "{waited:?}");
     // The one connection is stuck: a second request at once is throttled.
     let addr = server.addr;
     let stuck = tokio::spawn(async move {
@@ -66,7 +69,7 @@ async fn faults_answer_the_spec_errors() {
     c.post(&path("encrypt", "foo"), &body)
         .await
         .expect_error(429, "ThrottlingException");
-    assert_eq!(stuck.await.unwrap(), 503);
+    assert!(matches!(stuck.await.unwrap(), 503 | 429));
     server.bao().resume();
     eventually(PATIENCE, "keygate recovers after SIGCONT", async || {
         (c.post(&path("encrypt", "foo"), &body).await.status == 200).then_some(())
