@@ -94,6 +94,10 @@ case "$BACKEND" in
     [ -x "$bao_bin" ] || { echo "BACKEND=openbao needs bao (scripts/test.sh installs it into .venv)" >&2; exit 1; }
     bao_root=$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')
     bao_url="http://127.0.0.1:${BAO_PORT:-18200}"
+    if curl -s "$bao_url/v1/sys/health" >/dev/null 2>&1; then
+      echo "something already listens on $bao_url; set BAO_PORT" >&2
+      exit 1
+    fi
     "$bao_bin" server -dev -dev-no-store-token -dev-listen-address="127.0.0.1:${BAO_PORT:-18200}" \
       -dev-root-token-id="$bao_root" >"$work/bao.log" 2>&1 &
     bao_pid=$!
