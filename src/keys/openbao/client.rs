@@ -18,6 +18,9 @@ use super::settings::OpenBaoSettings;
 use crate::client::conn::{ConnError, Connection, Connector, Target};
 use crate::client::tls::TlsOptions;
 
+/// The server's health endpoint (no token, no namespace).
+pub const HEALTH_PATH: &str = "sys/health";
+
 /// Why a request to the server did not get an answer.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum HttpError {
@@ -258,7 +261,8 @@ impl BaoHttp {
             value.set_sensitive(true);
             b = b.header("x-vault-token", value);
         }
-        if let Some(ns) = &self.namespace {
+        // sys/health belongs to the root namespace and is refused inside another.
+        if let Some(ns) = self.namespace.as_ref().filter(|_| path != HEALTH_PATH) {
             b = b.header("x-vault-namespace", ns);
         }
         b.body(Full::new(body))

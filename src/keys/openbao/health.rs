@@ -118,7 +118,10 @@ async fn assess(
 
 /// `sys/health` without a token; every status code it uses carries the same body.
 async fn server_health(b: &OpenBaoBackend) -> Result<Health, KeyError> {
-    let answer = b.http.call(Verb::Get, "sys/health", None, None).await?;
+    let answer = b
+        .http
+        .call(Verb::Get, super::client::HEALTH_PATH, None, None)
+        .await?;
     match answer.status {
         200 | 429 | 472 | 473 | 501 | 503 => serde_json::from_slice(&answer.body).map_err(|e| {
             KeyError::Unavailable(format!("OpenBao sys/health answer unreadable: {e}"))

@@ -270,3 +270,53 @@ async fn approle_logs_in_again_when_renewal_ends() {
         KeyUsage::ENCRYPT_ONLY
     );
 }
+
+/// https with the server's CA bundle, and a namespace: keys, policy and token live in
+/// namespace team-a, and keygate reaches them with the X-Vault-Namespace header.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_with_a_ca_bundle_and_a_namespace() {
+    let bao = Bao::start_tls();
+    bao.tls_root("", "POST", "sys/namespaces/team-a", None);
+    let ns = "team-a";
+    bao.tls_root(
+        ns,
+        "POST",
+        &format!("sys/mounts/{MOUNT}"),
+        Some(json!({"type": "transit"})),
+    );
+    let mut policy = String::new();
+    for key in ["foo", HEALTH_KEY] {
+        bao.tls_root(
+            ns,
+            "POST",
+            &format!("{MOUNT}/keys/{key}"),
+            Some(json!({"type": "aes256-gcm96"})),
+        );
+        policy.push_str(&bao::grant(key, true, true));
+    }
+    bao.tls_root(
+        ns,
+        "PUT",
+        "sys/policies/acl/kg",
+        Some(json!({"policy": policy})),
+    );
+    let token = bao.tls_root(
+        ns,
+        "POST",
+        "auth/token/create",
+        Some(json!({"policies": ["kg"]})),
+    )["auth"]["client_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let dir = tempfile::tempdir().unwrap();
+    let b = backend(&bao, dir.path(), &token, |s| {
+        s.ca_file = bao.ca.clone();
+        s.namespace = Some(ns.into());
+    });
+    round_trip(&b, "foo").await.unwrap();
+    assert_eq!(b.health(HEALTH_KEY).await[0].status, HealthStatus::Active);
+    // Without the namespace the same token finds nothing.
+    let other = backend(&bao, dir.path(), &token, |s| s.ca_file = bao.ca.clone());
+    assert!(other.key_info("foo").await.is_err());
+}

@@ -47,6 +47,8 @@ pub fn binary() -> PathBuf {
 /// A running dev server.
 pub struct Bao {
     pub addr: SocketAddr,
+    /// The dev CA when the server speaks TLS (`start_tls`).
+    pub ca: Option<PathBuf>,
     pub dir: tempfile::TempDir,
     child: Child,
 }
@@ -64,6 +66,16 @@ impl Drop for Bao {
 impl Bao {
     /// `bao server -dev` on a free port; returns once `sys/health` answers 200.
     pub fn start() -> Bao {
+        Self::start_with(false)
+    }
+
+    /// `bao server -dev -dev-tls`: https with a dev CA in `ca`. Only `sys/health` is answered
+    /// by the harness's own HTTP (`curl` does the rest).
+    pub fn start_tls() -> Bao {
+        Self::start_with(true)
+    }
+
+    fn start_with(tls: bool) -> Bao {
         let bin = binary();
         for _ in 0..5 {
             let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -74,8 +86,13 @@ impl Bao {
             let addr: SocketAddr = ([127, 0, 0, 1], port).into();
             let dir = tempfile::tempdir().unwrap();
             let log = std::fs::File::create(dir.path().join("bao.log")).unwrap();
-            let child = Command::new(&bin)
-                .args(["server", "-dev", "-dev-no-store-token"])
+            let mut cmd = Command::new(&bin);
+            cmd.args(["server", "-dev", "-dev-no-store-token"]);
+            if tls {
+                cmd.arg("-dev-tls")
+                    .arg(format!("-dev-tls-cert-dir={}", dir.path().display()));
+            }
+            let child = cmd
                 .arg(format!("-dev-listen-address={addr}"))
                 .arg(format!("-dev-root-token-id={ROOT}"))
                 .env("HOME", dir.path())
@@ -84,7 +101,13 @@ impl Bao {
                 .stderr(log)
                 .spawn()
                 .unwrap_or_else(|e| panic!("cannot run {}: {e}", bin.display()));
-            let mut bao = Bao { addr, dir, child };
+            let ca = tls.then(|| dir.path().join("vault-ca.pem"));
+            let mut bao = Bao {
+                addr,
+                ca,
+                dir,
+                child,
+            };
             let mut last_log = String::new();
             let started = Instant::now();
             while started.elapsed() < PATIENCE {
@@ -92,10 +115,7 @@ impl Bao {
                     last_log = bao.log();
                     break; // the port was taken meanwhile: try another
                 }
-                if bao
-                    .try_api("GET", "sys/health", None, None)
-                    .is_some_and(|(s, _)| s == 200)
-                {
+                if bao.healthy() {
                     return bao;
                 }
                 std::thread::sleep(Duration::from_millis(20));
@@ -106,7 +126,47 @@ impl Bao {
     }
 
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        match self.ca {
+            Some(_) => format!("https://{}", self.addr),
+            None => format!("http://{}", self.addr),
+        }
+    }
+
+    fn healthy(&self) -> bool {
+        match &self.ca {
+            None => self
+                .try_api("GET", "sys/health", None, None)
+                .is_some_and(|(s, _)| s == 200),
+            Some(ca) => Command::new("curl")
+                .args(["-sf", "-o", "/dev/null", "--cacert"])
+                .arg(ca)
+                .arg(format!("{}/v1/sys/health", self.url()))
+                .status()
+                .is_ok_and(|s| s.success()),
+        }
+    }
+
+    /// One request as root over TLS in `namespace` (curl); must succeed. The JSON answer.
+    pub fn tls_root(
+        &self,
+        namespace: &str,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+    ) -> Value {
+        let ca = self.ca.as_ref().expect("a start_tls server");
+        let out = Command::new("curl")
+            .args(["-sS", "--fail-with-body", "--cacert"])
+            .arg(ca)
+            .args(["-H", &format!("X-Vault-Token: {ROOT}"), "-X", method])
+            .args(["-H", &format!("X-Vault-Namespace: {namespace}")])
+            .args(["-d", &body.map(|b| b.to_string()).unwrap_or_default()])
+            .arg(format!("{}/v1/{path}", self.url()))
+            .output()
+            .expect("curl must be installed");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{method} {path}: {text}");
+        serde_json::from_str(&text).unwrap_or(Value::Null)
     }
 
     pub fn pid(&self) -> u32 {
