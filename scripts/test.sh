@@ -13,7 +13,7 @@ command -v pkcs11-tool >/dev/null 2>&1 || need+=(opensc)
 command -v curl >/dev/null 2>&1 || need+=(curl)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
 command -v jq >/dev/null 2>&1 || need+=(jq)
-command -v python3 >/dev/null 2>&1 || need+=(python3 python3-venv)
+python3 -c "import venv, ensurepip" >/dev/null 2>&1 || need+=(python3 python3-venv)
 if [ "${#need[@]}" -gt 0 ]; then
   sudo=""
   [ "$(id -u)" -eq 0 ] || sudo="sudo"
