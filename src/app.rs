@@ -58,6 +58,10 @@ impl App {
                     .with_sessions_gauge(metrics.sessions_in_use());
                 (Arc::new(b), None)
             }
+            BackendKind::OpenBao(settings) => {
+                let b = crate::keys::openbao::OpenBaoBackend::open(settings)?;
+                (Arc::new(b), None)
+            }
         };
         let backend: Arc<dyn KeyBackend> = Arc::new(MeteredBackend::new(backend, metrics.clone()));
         let health = Arc::new(
@@ -207,6 +211,7 @@ fn backend_name(kind: &BackendKind) -> &'static str {
     match kind {
         BackendKind::Software { .. } => "software",
         BackendKind::Pkcs11(_) => "pkcs11",
+        BackendKind::OpenBao(_) => "openbao",
     }
 }
 

@@ -6,6 +6,7 @@
 //!
 //! ```text
 //! dev/certs.rs           dev CA, server and client certificates (`certs dev`, `serve --dev`)
+//! dev/openbao.rs         `serve --dev --backend openbao` (Transit mount, keys, policy, token)
 //! dev/softhsm2.rs        `serve --dev --backend softhsm2`
 //!   softhsm2/token.rs    a SoftHSMv2 token in a directory of its own (also for tests, benches)
 //! ```
@@ -20,6 +21,7 @@ use crate::keys::software::SoftwareAdmin;
 use crate::keys::{KeyAdmin, KeyUsage};
 
 pub mod certs;
+pub mod openbao;
 pub mod softhsm2;
 
 /// The keys a conformance run conventionally expects, with their usage.
@@ -123,7 +125,7 @@ fn dev_config(
     t
 }
 
-fn write_private(path: &Path, text: &str) -> Result<(), String> {
+pub(crate) fn write_private(path: &Path, text: &str) -> Result<(), String> {
     std::fs::write(path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
         .map_err(|e| format!("cannot chmod {}: {e}", path.display()))
@@ -142,6 +144,7 @@ pub fn banner(
 ) -> String {
     let protection = match backend_kind {
         "pkcs11" => "in a SoftHSMv2 token via PKCS#11",
+        "openbao" => "in OpenBao Transit",
         _ => "software, NOT HSM-protected",
     };
     let secret_file = config_dir.join(SECRET_NAME);

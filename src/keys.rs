@@ -1,9 +1,11 @@
-//! Key backends: the one trait every key store implementation (software, PKCS#11) provides,
+//! Key backends: the one trait every key store implementation (software, PKCS#11, OpenBao
+//! Transit) provides,
 //! the key facts it reports, and its error type.
 //!
 //! Backends do raw AES-256-GCM with a fully built AAD; the XKS framing (AAD layout,
 //! ciphertext metadata, CDIV) lives in `xks::envelope` and never reaches a backend.
 
+pub mod openbao;
 pub mod pkcs11;
 pub mod software;
 

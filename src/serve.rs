@@ -29,7 +29,7 @@ pub async fn run(config: Config, options: Options) -> Result<(), String> {
         tracing::warn!("{w}");
     }
     let app = Arc::new(App::build(&config)?);
-    if !app.backend.hardware_protected() {
+    if app.backend.kind() == "software" {
         tracing::warn!(
             backend = app.backend.kind(),
             "keys are held by the software backend and are NOT protected by an HSM; use the pkcs11 backend in production"
@@ -42,6 +42,9 @@ pub async fn run(config: Config, options: Options) -> Result<(), String> {
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", config.server.listen))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    // Before anything announces the server: a SIGTERM that follows the banner (or the
+    // listening line) at once must drain, not kill with the default action.
+    let stop_signal = ShutdownSignal::listen();
     tracing::info!(%addr, keystores = config.keystores.len(), backend = app.backend.kind(), version = env!("CARGO_PKG_VERSION"), "keygate listening");
     if config.tls.is_none() && !addr.ip().is_loopback() {
         tracing::warn!(
@@ -68,7 +71,7 @@ pub async fn run(config: Config, options: Options) -> Result<(), String> {
         None => None,
     };
     crate::server::run(listener, app.clone(), async move {
-        shutdown_signal().await;
+        stop_signal.wait().await;
         let _ = stop.send(true);
     })
     .await;
@@ -127,19 +130,36 @@ fn print_banner(config: &Config, app: &App, addr: SocketAddr, dev_ca: Option<&Pa
     );
 }
 
-/// Completes on SIGINT or SIGTERM.
-pub async fn shutdown_signal() {
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
+async fn recv(s: Option<&mut tokio::signal::unix::Signal>) {
+    match s {
+        Some(s) => {
+            s.recv().await;
         }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {},
-        () = term => {},
+        None => std::future::pending::<()>().await,
     }
-    tracing::info!("shutdown requested; draining connections");
+}
+
+/// SIGINT and SIGTERM, listened for from the moment it is made.
+struct ShutdownSignal {
+    term: Option<tokio::signal::unix::Signal>,
+    int: Option<tokio::signal::unix::Signal>,
+}
+
+impl ShutdownSignal {
+    fn listen() -> ShutdownSignal {
+        use tokio::signal::unix::{SignalKind, signal};
+        ShutdownSignal {
+            term: signal(SignalKind::terminate()).ok(),
+            int: signal(SignalKind::interrupt()).ok(),
+        }
+    }
+
+    /// Completes on SIGINT or SIGTERM.
+    async fn wait(mut self) {
+        tokio::select! {
+            () = recv(self.term.as_mut()) => {},
+            () = recv(self.int.as_mut()) => {},
+        }
+        tracing::info!("shutdown requested; draining connections");
+    }
 }

@@ -10,6 +10,7 @@ use super::{EXIT_USAGE, load_config};
 use crate::config::edit::{self, EditError, KeyListEdit};
 use crate::config::{BackendKind, Config};
 use crate::credentials::{AccessKeyId, Secret};
+use crate::keys::openbao::OpenBaoAdmin;
 use crate::keys::pkcs11::Pkcs11Admin;
 use crate::keys::software::SoftwareAdmin;
 use crate::keys::{KeyAdmin, KeyListing, KeyUsage};
@@ -67,6 +68,7 @@ fn open_admin(config: &Config) -> Result<Box<dyn KeyAdmin>, String> {
     match &config.backend.kind {
         BackendKind::Software { key_file } => Ok(Box::new(SoftwareAdmin::open(key_file)?)),
         BackendKind::Pkcs11(settings) => Ok(Box::new(Pkcs11Admin::open(settings)?)),
+        BackendKind::OpenBao(settings) => Ok(Box::new(OpenBaoAdmin::open(settings)?)),
     }
 }
 

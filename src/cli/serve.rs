@@ -23,7 +23,8 @@ pub(super) struct ServeArgs {
     /// Where --dev keeps its config, keys and secret.
     #[arg(long, default_value = "keygate-dev", requires = "dev")]
     data_dir: PathBuf,
-    /// Key backend --dev creates: software keys, or a SoftHSMv2 token in --data-dir.
+    /// Key backend --dev creates: software keys, a SoftHSMv2 token in --data-dir, or Transit
+    /// keys in the OpenBao server named by BAO_ADDR and BAO_TOKEN.
     #[arg(long, value_enum, default_value = "software", requires = "dev")]
     backend: DevBackend,
     /// Listen address, overriding the config (--dev default: 127.0.0.1:8080).
@@ -85,6 +86,8 @@ impl TlsArgs {
 enum DevBackend {
     Software,
     Softhsm2,
+    /// OpenBao (or Vault) Transit named by BAO_ADDR/BAO_TOKEN or VAULT_ADDR/VAULT_TOKEN.
+    Openbao,
 }
 
 pub(super) fn serve(args: ServeArgs) -> ExitCode {
@@ -107,6 +110,7 @@ pub(super) fn serve(args: ServeArgs) -> ExitCode {
                 DevBackend::Software => crate::dev::bootstrap(&args.data_dir, listen),
                 DevBackend::Softhsm2 => crate::dev::softhsm2::ensure_environment(&args.data_dir)
                     .and_then(|()| crate::dev::softhsm2::bootstrap(&args.data_dir, listen)),
+                DevBackend::Openbao => crate::dev::openbao::bootstrap(&args.data_dir, listen),
             };
             match boot {
                 Ok(p) => p,

@@ -230,9 +230,28 @@ impl Checker {
                     }
                 }
             },
+            "openbao" => match raw.openbao.map(|t| t.check(base)) {
+                Some(Ok(mut settings)) => {
+                    self.warnings.append(&mut settings.warnings);
+                    BackendKind::OpenBao(settings)
+                }
+                Some(Err(problems)) => {
+                    self.problems.extend(problems);
+                    BackendKind::Software {
+                        key_file: PathBuf::new(),
+                    }
+                }
+                None => {
+                    self.problems
+                        .push("backend.kind = \"openbao\" needs a [backend.openbao] table".into());
+                    BackendKind::Software {
+                        key_file: PathBuf::new(),
+                    }
+                }
+            },
             other => {
                 self.problems.push(format!(
-                    "backend.kind {other:?} is unknown (expected software or pkcs11)"
+                    "backend.kind {other:?} is unknown (expected software, pkcs11 or openbao)"
                 ));
                 BackendKind::Software {
                     key_file: PathBuf::new(),

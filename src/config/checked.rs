@@ -63,6 +63,7 @@ pub struct LimitSettings {
 pub enum BackendKind {
     Software { key_file: PathBuf },
     Pkcs11(crate::keys::pkcs11::Pkcs11Settings),
+    OpenBao(crate::keys::openbao::OpenBaoSettings),
 }
 
 #[derive(Debug, Clone)]

@@ -65,6 +65,7 @@ pub(super) struct RawBackend {
     pub(super) health_key: Option<String>,
     pub(super) software: Option<RawSoftware>,
     pub(super) pkcs11: Option<crate::keys::pkcs11::Pkcs11Toml>,
+    pub(super) openbao: Option<crate::keys::openbao::OpenBaoToml>,
 }
 
 #[derive(Deserialize)]

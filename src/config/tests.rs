@@ -189,3 +189,23 @@ fn pkcs11_backend_is_checked_with_the_rest() {
     assert!(c.warnings.iter().any(|w| w.contains("pin_env or pin_file")));
     assert!(!format!("{c:?}").contains("1234"));
 }
+
+#[test]
+fn openbao_backend_is_checked() {
+    let missing = format!("{GOOD}\n[backend]\nkind = \"openbao\"\n");
+    let e = parse(&missing).unwrap_err().problems.join("\n");
+    assert!(e.contains("[backend.openbao]"), "{e}");
+    let bad = format!(
+        "{GOOD}\n[backend]\nkind = \"openbao\"\n[backend.openbao]\naddress = \"https://bao:8200\"\n"
+    );
+    let e = parse(&bad).unwrap_err().problems.join("\n");
+    assert!(e.contains("ca_file") && e.contains("token_file"), "{e}");
+    let ok = format!(
+        "{GOOD}\n[backend]\nkind = \"openbao\"\n[backend.openbao]\naddress = \"http://127.0.0.1:8200\"\n\
+         token_env = \"PATH\"\nmount = \"kms\"\n"
+    );
+    match &parse(&ok).unwrap().backend.kind {
+        BackendKind::OpenBao(s) => assert_eq!((s.mount.as_str(), s.pool_size), ("kms", 16)),
+        other => panic!("{other:?}"),
+    }
+}

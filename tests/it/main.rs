@@ -22,6 +22,7 @@ mod first_hour;
 mod flood;
 mod limits;
 mod monitoring;
+mod openbao;
 mod ops;
 mod pkcs11;
 mod policy;
