@@ -30,6 +30,7 @@ pub mod credentials;
 pub mod dev;
 pub mod health;
 pub mod keys;
+pub mod kms_v2;
 pub mod metrics;
 pub mod policy;
 pub mod random;

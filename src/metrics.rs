@@ -15,8 +15,10 @@
 //!   (copied in at scrape time from the TLS layer's counters).
 //! - [`Metrics::on_encode`]: a function run before every scrape, to sample values kept
 //!   elsewhere.
+//! - [`Metrics::kms_v2`]: the KMS v2 door's calls, latency and refused connections.
 
 pub mod backend;
+pub mod kms_v2;
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -174,6 +176,7 @@ pub struct Metrics {
     reloads: Family<ResultLabel, Counter>,
     tls_refusals: Family<ReasonLabel, Counter>,
     connections_refused: Family<ReasonLabel, Counter>,
+    kms_v2: kms_v2::KmsV2Metrics,
 }
 
 impl Metrics {
@@ -199,6 +202,7 @@ impl Metrics {
             reloads: Family::default(),
             tls_refusals: Family::default(),
             connections_refused: Family::default(),
+            kms_v2: kms_v2::KmsV2Metrics::default(),
             registry: Registry::default(),
         };
         m.register(&mut registry, backend);
@@ -296,6 +300,7 @@ impl Metrics {
             "XKS connections closed at accept, by reason (connection_limit|per_peer_limit)",
             self.connections_refused.clone(),
         );
+        self.kms_v2.register(r);
         r.register(
             "build",
             "keygate build information",
@@ -426,6 +431,11 @@ impl Metrics {
         if let Ok(mut s) = self.samplers.lock() {
             s.push(Sampler(Box::new(f)));
         }
+    }
+
+    /// The KMS v2 door's metrics.
+    pub fn kms_v2(&self) -> &kms_v2::KmsV2Metrics {
+        &self.kms_v2
     }
 
     /// The in-flight requests gauge (the load shedder keeps it current).
