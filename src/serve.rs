@@ -41,8 +41,13 @@ pub async fn run(config: Config, options: Options) -> Result<(), String> {
     for (ks, key) in app.missing_keys().await {
         tracing::warn!(keystore = %ks, key_id = %key, "configured key is not in the key backend; requests for it are refused");
     }
-    let xks = bind_xks(&config, &app, &options).await?;
+    let xks = bind_xks(&config, &app).await?;
     let kms_v2 = bind_kms_v2(&app)?;
+    if options.dev
+        && let Some(addr) = xks.as_ref().and_then(|l| l.local_addr().ok())
+    {
+        print_banner(&config, &app, addr, options.dev_ca.as_deref());
+    }
     app.health.refresh().await;
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let wait = move || {
@@ -101,11 +106,7 @@ pub async fn run(config: Config, options: Options) -> Result<(), String> {
 
 /// Binds the XKS listener when the config has key stores (a config with only `[kms_v2]`
 /// serves no XKS).
-async fn bind_xks(
-    config: &Config,
-    app: &App,
-    options: &Options,
-) -> Result<Option<tokio::net::TcpListener>, String> {
+async fn bind_xks(config: &Config, app: &App) -> Result<Option<tokio::net::TcpListener>, String> {
     if config.keystores.is_empty() {
         tracing::info!("no [[keystore]] configured: the XKS listener is off");
         return Ok(None);
@@ -120,9 +121,6 @@ async fn bind_xks(
             %addr,
             "serving PLAIN HTTP on a non-loopback address: KMS requires HTTPS, and SigV4 alone does not hide plaintext; run keygate behind a TLS-terminating proxy only, or configure [tls]"
         );
-    }
-    if options.dev {
-        print_banner(config, app, addr, options.dev_ca.as_deref());
     }
     Ok(Some(listener))
 }

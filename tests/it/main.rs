@@ -19,6 +19,7 @@ mod dev;
 mod edges;
 mod faults;
 mod flood;
+mod kms_v2;
 mod limits;
 mod ops;
 mod pkcs11;
