@@ -1,5 +1,6 @@
-//! The real binary's KMS v2 door: on a SoftHSMv2 token (round trip, the token lost and back:
-//! Status unhealthy and Encrypt UNAVAILABLE, then recovery), the socket file's handling (a
+//! The real binary's KMS v2 door: on a SoftHSMv2 token (round trip, rotation by `keygate keys
+//! rotate` while serving, the token lost and back: Status unhealthy and Encrypt UNAVAILABLE,
+//! then recovery), the socket file's handling (a
 //! second keygate on a live socket is refused, SIGTERM removes the file), and
 //! `serve --dev --kms-v2-socket`.
 
@@ -15,7 +16,7 @@ use crate::support::*;
 const LOG: &str = "warn,keygate::serve=info";
 
 #[tokio::test(flavor = "multi_thread")]
-async fn softhsm_round_trip_token_loss_and_recovery() {
+async fn softhsm_round_trip_rotation_token_loss_and_recovery() {
     let text = config(&kms_table(""));
     let server = KeygateProcess::on_softhsm(&text, LOG);
     server.wait_for_log("KMS v2 plugin listening");
@@ -34,7 +35,25 @@ async fn softhsm_round_trip_token_loss_and_recovery() {
     let e = decrypt(&mut c, &bad, &id, "u3").await.unwrap_err();
     assert_eq!(e.code(), tonic::Code::InvalidArgument, "{}", e.message());
 
+    // Rotation on the token, by an operator in another process while keygate serves.
     let token = server.token.as_ref().unwrap();
+    let config_path = server.config_path.to_str().unwrap();
+    let rotated = token.cli(&["keys", "-c", config_path, "rotate", "foo"]);
+    assert!(rotated.contains("foo"), "{rotated}");
+    let st = eventually(PATIENCE, "Status shows the new version", async || {
+        let st = status(&mut c).await;
+        (st.key_id == "keygate/foo/v2").then_some(st)
+    })
+    .await;
+    assert_eq!(st.healthz, "ok");
+    let (ct_v2, id_v2) = encrypt(&mut c, &[9; 32], "u3").await.unwrap();
+    assert_eq!(id_v2, "keygate/foo/v2");
+    assert_eq!(decrypt(&mut c, &ct, &id, "u3").await.unwrap(), [7; 32]);
+    assert_eq!(
+        decrypt(&mut c, &ct_v2, &id_v2, "u3").await.unwrap(),
+        [9; 32]
+    );
+
     let (tokens, away) = (token.dir.join("tokens"), token.dir.join("tokens.away"));
     std::fs::rename(&tokens, &away).unwrap();
     let st = eventually(PATIENCE, "Status unhealthy", async || {
@@ -42,7 +61,7 @@ async fn softhsm_round_trip_token_loss_and_recovery() {
         (st.healthz != "ok").then_some(st)
     })
     .await;
-    assert_eq!(st.key_id, "keygate/foo/v1", "the last known key_id stays");
+    assert_eq!(st.key_id, "keygate/foo/v2", "the last known key_id stays");
     let e = encrypt(&mut c, &[7; 32], "u4").await.unwrap_err();
     assert_eq!(e.code(), tonic::Code::Unavailable, "{}", e.message());
 
