@@ -395,3 +395,31 @@ fn check_annotations(annotations: &HashMap<String, Vec<u8>>) -> Result<(), KmsEr
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn work_past_its_deadline_is_deadline_exceeded() {
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(20);
+        let never = std::future::pending::<Result<(), KmsError>>();
+        let e = within(deadline, never).await.unwrap_err();
+        assert_eq!(e.name(), "DEADLINE_EXCEEDED");
+        let done = within(deadline, async { Ok::<_, KmsError>(7) }).await;
+        assert_eq!(done, Ok(7));
+    }
+
+    #[test]
+    fn uids_annotations_and_key_ids_are_bounded() {
+        assert!(check_uid("5c2a8f62-9f4e-4d0b-8a51-0d1e4b7f3a10").is_ok());
+        assert!(check_uid("").is_ok());
+        assert!(check_uid(&"u".repeat(MAX_UID_LEN + 1)).is_err());
+        assert!(check_uid("a\u{0}b").is_err());
+        assert!(check_key_id("").is_err());
+        assert!(check_key_id(&"k".repeat(MAX_WIRE_LEN + 1)).is_err());
+        assert!(check_annotations(&HashMap::new()).is_ok());
+        let one = HashMap::from([("a.example.org/x".to_owned(), vec![1])]);
+        assert!(check_annotations(&one).is_err());
+    }
+}

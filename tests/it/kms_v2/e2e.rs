@@ -5,7 +5,8 @@ use std::collections::HashMap;
 use std::os::unix::fs::MetadataExt;
 
 use crate::support::kms::*;
-use crate::support::metric;
+use crate::support::process::keygate;
+use crate::support::{Client, encrypt_body, metric, path};
 
 const DECISION_LOG: &str = "[decision_log]\npath = \"decisions.log\"\n";
 
@@ -312,5 +313,40 @@ async fn a_policy_that_denies() {
         ),
         1.0
     );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn both_doors_write_one_chain() {
+    let server = KmsServer::start("", DECISION_LOG).await;
+    let mut kms = server.client().await;
+    let mut xks = Client::connect(server.xks).await;
+    for round in 0..3 {
+        xks.post(&path("encrypt", "foo"), &encrypt_body(b"x", None, false))
+            .await
+            .expect_ok();
+        encrypt(&mut kms, b"seed", &format!("u{round}"))
+            .await
+            .unwrap();
+    }
+    let interfaces: Vec<_> = server
+        .decisions()
+        .iter()
+        .map(|l| l["input"]["interface"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        interfaces,
+        ["xks", "kms_v2", "xks", "kms_v2", "xks", "kms_v2"]
+    );
+    // decisions() flushed the writer: the file holds every line, chained.
+    let log = server.dir.path().join("decisions.log");
+    let out = keygate(&["audit", "verify", log.to_str().unwrap()]);
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(said.contains("6 lines") || said.contains('6'), "{said}");
     server.stop().await;
 }

@@ -112,13 +112,15 @@ pub fn python() -> PathBuf {
     python
 }
 
-/// keygate in this process serving the KMS v2 door (and nothing else) on the fixture's
-/// software keys.
+/// keygate in this process serving both doors as `keygate serve` does, the KMS v2 plugin on
+/// a socket and XKS on plain HTTP, on the fixture's software keys and one Authorizer.
 pub struct KmsServer {
     pub dir: tempfile::TempDir,
     pub socket: PathBuf,
+    /// The XKS listener.
+    pub xks: std::net::SocketAddr,
     app: Arc<App>,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    stop: Option<tokio::sync::watch::Sender<bool>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -135,17 +137,25 @@ impl KmsServer {
             .and_then(keygate::kms_v2::socket::BoundSocket::into_tokio)
             .unwrap();
         app.health.refresh().await;
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let xks = tcp.local_addr().unwrap();
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let wait = move || {
+            let mut rx = stopped.clone();
+            async move {
+                let _ = rx.wait_for(|s| *s).await;
+            }
+        };
+        let xks_door = keygate::server::run(tcp, app.clone(), wait());
+        let kms_door = keygate::kms_v2::listener::run(listener, door, wait());
         let task = tokio::spawn(async move {
-            keygate::kms_v2::listener::run(listener, door, async {
-                let _ = stopped.await;
-            })
-            .await;
+            tokio::join!(xks_door, kms_door);
             drop(file);
         });
         KmsServer {
             dir,
             socket,
+            xks,
             app,
             stop: Some(stop),
             task,
@@ -189,7 +199,7 @@ impl KmsServer {
     /// Stops accepting, drains, and closes the decision log as `keygate serve` does.
     pub async fn stop(mut self) {
         if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
+            let _ = stop.send(true);
         }
         tokio::time::timeout(Duration::from_secs(15), &mut self.task)
             .await
@@ -206,7 +216,7 @@ impl KmsServer {
 impl Drop for KmsServer {
     fn drop(&mut self) {
         if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
+            let _ = stop.send(true);
         }
     }
 }
