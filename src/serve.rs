@@ -41,6 +41,7 @@ pub async fn run(config: Config, options: Options) -> Result<(), String> {
     for (ks, key) in app.missing_keys().await {
         tracing::warn!(keystore = %ks, key_id = %key, "configured key is not in the key backend; requests for it are refused");
     }
+    let signal = shutdown_signal();
     let xks = bind_xks(&config, &app).await?;
     let kms_v2 = bind_kms_v2(&app)?;
     if options.dev
@@ -89,7 +90,7 @@ pub async fn run(config: Config, options: Options) -> Result<(), String> {
     tokio::pin!(doors);
     tokio::select! {
         _ = &mut doors => {}
-        () = shutdown_signal() => {
+        () = signal => {
             let _ = stop.send(true);
             doors.await;
         }
@@ -191,18 +192,25 @@ fn print_banner(config: &Config, app: &App, addr: SocketAddr, dev_ca: Option<&Pa
 }
 
 /// Completes on SIGINT or SIGTERM.
-pub async fn shutdown_signal() {
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
+/// The handlers are installed when this is called, not when the future is first polled: a
+/// SIGTERM that arrives once keygate said it is listening is never the default action (exit).
+pub fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send + 'static {
+    use tokio::signal::unix::{SignalKind, signal};
+    let term = signal(SignalKind::terminate());
+    let int = signal(SignalKind::interrupt());
+    async move {
+        let wait = |s: std::io::Result<tokio::signal::unix::Signal>| async move {
+            match s {
+                Ok(mut s) => {
+                    s.recv().await;
+                }
+                Err(_) => std::future::pending::<()>().await,
             }
-            Err(_) => std::future::pending::<()>().await,
+        };
+        tokio::select! {
+            () = wait(term) => {},
+            () = wait(int) => {},
         }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {},
-        () = term => {},
+        tracing::info!("shutdown requested; draining connections");
     }
-    tracing::info!("shutdown requested; draining connections");
 }
