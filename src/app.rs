@@ -1,6 +1,7 @@
 //! `App`: the composition root. Built once from a checked `Config`, it opens the key backend,
-//! the policy engine and the decision log, wires them into the [`Authorizer`] and the XKS
-//! door's [`xks::Service`], and hands each part out as a narrow handle. No globals.
+//! the policy engine and the decision log, wires them into the [`Authorizer`], the XKS
+//! door's [`xks::Service`] and the KMS v2 door's [`kms_v2::Door`], and hands each part out as
+//! a narrow handle. No globals.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -15,7 +16,7 @@ use crate::metrics::{CredentialRecord, Metrics};
 use crate::policy::decision_log::{DecisionLog, DecisionLogConfig};
 use crate::policy::{Authorizer, PolicyEngine, PolicySet};
 use crate::server::tls::{Refusals, TlsReloader};
-use crate::xks;
+use crate::{kms_v2, xks};
 
 pub use crate::xks::keystore::{Keystore, Keystores};
 
@@ -39,6 +40,8 @@ pub struct App {
     pub policy_dir: Option<PathBuf>,
     /// HTTPS on the XKS listener (`None`: plain HTTP), reloadable.
     pub tls: Option<Arc<TlsReloader>>,
+    /// The Kubernetes KMS v2 door, when `[kms_v2]` is configured.
+    pub kms_v2: Option<Arc<kms_v2::Door>>,
 }
 
 impl App {
@@ -89,8 +92,18 @@ impl App {
             authorizer: authorizer.clone(),
             health: health.clone(),
         };
+        let kms_v2 = config.kms_v2.clone().map(|settings| {
+            let handles = kms_v2::Handles {
+                keys: backend.clone(),
+                authorizer: authorizer.clone(),
+                health: health.clone(),
+            };
+            let grace = config.limits.shutdown_grace;
+            Arc::new(kms_v2::Door::new(settings, handles, metrics.clone(), grace))
+        });
         let app = App {
             xks: Arc::new(xks::Service::new(config, handles, metrics.clone())),
+            kms_v2,
             backend,
             software,
             health,
@@ -180,6 +193,14 @@ impl App {
             for k in &ks.keys {
                 if self.backend.key_info(k).await.is_err() {
                     missing.push((ks.name.clone(), k.clone()));
+                }
+            }
+        }
+        if let Some(door) = &self.kms_v2 {
+            let s = door.settings();
+            for k in std::iter::once(&s.key).chain(&s.previous_keys) {
+                if self.backend.key_info(k).await.is_err() {
+                    missing.push((s.name.clone(), k.clone()));
                 }
             }
         }

@@ -22,11 +22,13 @@
 //!
 //! Families live in `metrics/*.rs` once they are more than a counter: credential ages,
 //! the decision log, unauthorized requests, the key backend's state.
+//! The KMS v2 door's calls, latency and refused connections: [`Metrics::kms_v2`].
 
 mod audit;
 pub mod backend;
 mod credentials;
 mod keys;
+pub mod kms_v2;
 mod unauthorized;
 
 use std::sync::Mutex;
@@ -159,6 +161,7 @@ pub struct Metrics {
     reloads: Family<ResultLabel, Counter>,
     tls_refusals: Family<ReasonLabel, Counter>,
     connections_refused: Family<ReasonLabel, Counter>,
+    kms_v2: kms_v2::KmsV2Metrics,
 }
 
 impl Metrics {
@@ -186,6 +189,7 @@ impl Metrics {
             reloads: Family::default(),
             tls_refusals: Family::default(),
             connections_refused: Family::default(),
+            kms_v2: kms_v2::KmsV2Metrics::default(),
             registry: Registry::default(),
         };
         m.register(&mut registry, backend);
@@ -275,6 +279,7 @@ impl Metrics {
             "XKS connections closed at accept, by reason (connection_limit|per_peer_limit)",
             self.connections_refused.clone(),
         );
+        self.kms_v2.register(r);
         r.register(
             "build",
             "keygate build information",
@@ -425,6 +430,11 @@ impl Metrics {
         if let Ok(mut s) = self.samplers.lock() {
             s.push(Sampler(Box::new(f)));
         }
+    }
+
+    /// The KMS v2 door's metrics.
+    pub fn kms_v2(&self) -> &kms_v2::KmsV2Metrics {
+        &self.kms_v2
     }
 
     /// The in-flight requests gauge (the load shedder keeps it current).

@@ -25,7 +25,7 @@ use arc_swap::ArcSwap;
 use regorus::Value;
 
 pub use authorizer::{ABANDONED, Authorizer, Judgement, LogRefused, Verdict};
-pub use input::PolicyInput;
+pub use input::{Interface, PeerCred, PolicyInput};
 pub use set::{PolicyFile, PolicySet};
 pub use stats::{PolicyCounts, PolicyStats};
 

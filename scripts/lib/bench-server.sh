@@ -11,12 +11,14 @@
 #                         keys made with `keygate keys` as root, keygate on a token limited to
 #                         them (bao from KEYGATE_BAO, PATH or .venv/bin/bao; POOL connections, 32)
 #   DECISION_LOG=1|0      1 (default): every judged request is written to the decision log
+#   KMS_V2=1|0            1: also serve the KMS v2 plugin on $work/kms.sock (key foo)
 #   POLICY_DIR=DIR        policies to serve (default: the embedded default policy)
 #   PORT=18443            listen port on 127.0.0.1
 #   KEYGATE_BIN=PATH      binary to use (default: cargo build --release, target/release/keygate)
 #
-# Sets: BIN work url prefix access_key_id secret server_pid decision_log tls_flags (array)
-# softhsm_env (array, for commands that touch the token), bao_pid (openbao). Installs an EXIT trap that stops
+# Sets: BIN work url prefix access_key_id secret server_pid decision_log tls_flags (array),
+# kms_socket (with KMS_V2=1), softhsm_env (array, for commands that touch the token), bao_pid
+# (openbao). Installs an EXIT trap that stops
 # the server and removes $work unless KEEP=1.
 
 SCHEME=${SCHEME:-https}
@@ -135,6 +137,11 @@ keys = ["foo"]
 access_key_id = "$access_key_id"
 secret_env = "KEYGATE_BENCH_SECRET"
 CONF
+
+if [ "${KMS_V2:-0}" = 1 ]; then
+  kms_socket="$work/kms.sock"
+  printf '\n[kms_v2]\nsocket = "kms.sock"\nkey = "foo"\n' >>"$config"
+fi
 
 export KEYGATE_BENCH_SECRET="$secret"
 "${softhsm_env[@]}" "$BIN" keys --config "$config" create foo >/dev/null

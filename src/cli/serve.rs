@@ -44,6 +44,10 @@ pub(super) struct ServeArgs {
     /// Plain-HTTP admin listener (/ping, /healthz, /readyz), overriding `[admin] listen`.
     #[arg(long)]
     admin_listen: Option<SocketAddr>,
+    /// Serve the Kubernetes KMS v2 plugin on this Unix socket, overriding `[kms_v2] socket`
+    /// (with --dev, on the dev key `foo` when the config has no `[kms_v2]`).
+    #[arg(long, value_name = "PATH")]
+    kms_v2_socket: Option<PathBuf>,
 }
 
 /// TLS flags; each overrides the same `[tls]` setting of the config file.
@@ -150,6 +154,12 @@ pub(super) fn serve(args: ServeArgs) -> ExitCode {
     if let Some(admin) = args.admin_listen {
         config.admin_listen = Some(admin);
     }
+    let kms_v2_overridden = args.kms_v2_socket.is_some();
+    if let Some(socket) = args.kms_v2_socket
+        && let Err(code) = apply_kms_v2_socket(&mut config, socket, args.dev)
+    {
+        return code;
+    }
     if args.dev && config.decision_log.is_none() {
         // A dev dir made before the dev config had a [decision_log] table.
         config.decision_log = Some(crate::config::DecisionLogSettings {
@@ -177,6 +187,7 @@ pub(super) fn serve(args: ServeArgs) -> ExitCode {
         dev_ca: args.dev.then_some(dev_ca).flatten(),
         dev: args.dev,
         listen_overridden: args.listen.is_some(),
+        kms_v2_overridden,
     };
     match runtime.block_on(crate::serve::run(config, options)) {
         Ok(()) => ExitCode::SUCCESS,
@@ -186,6 +197,29 @@ pub(super) fn serve(args: ServeArgs) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `--kms-v2-socket`: replaces `[kms_v2] socket`, or (with --dev) adds the plugin on the dev
+/// key `foo`.
+fn apply_kms_v2_socket(config: &mut Config, socket: PathBuf, dev: bool) -> Result<(), ExitCode> {
+    let socket = std::path::absolute(&socket).unwrap_or(socket);
+    let limit = crate::kms_v2::socket::MAX_PATH_LEN - 24;
+    if socket.as_os_str().len() > limit {
+        eprintln!(
+            "keygate: --kms-v2-socket {} is too long for a Unix socket path (at most {limit} bytes)",
+            socket.display()
+        );
+        return Err(ExitCode::from(EXIT_USAGE));
+    }
+    match &mut config.kms_v2 {
+        Some(k) => k.socket = socket,
+        None if dev => config.kms_v2 = Some(crate::config::KmsV2Settings::dev(socket)),
+        None => {
+            eprintln!("keygate: --kms-v2-socket needs a [kms_v2] table in the config (or --dev)");
+            return Err(ExitCode::from(EXIT_USAGE));
+        }
+    }
+    Ok(())
 }
 
 /// Applies the TLS flags over `[tls]`. In dev mode the development certificate in the data

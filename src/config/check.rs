@@ -2,6 +2,7 @@
 //! (and every warning) instead of stopping at the first.
 
 mod keystores;
+mod kms_v2;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -45,7 +46,8 @@ pub(super) fn config(raw: RawConfig, path: &Path) -> Result<Config, ConfigError>
     let server = c.server(raw.server);
     let limits = c.limits(raw.limits);
     let backend = c.backend(raw.backend, &base);
-    let keystores = c.keystores(raw.keystore, &server.region, &base);
+    let keystores = c.keystores(raw.keystore, &server.region, &base, raw.kms_v2.is_none());
+    let kms_v2 = c.kms_v2(raw.kms_v2, &base, &keystores);
     let policy = c.policy(raw.policy, &base);
     let decision_log = c.decision_log(raw.decision_log, &base);
     let tls = raw.tls.and_then(|t| match t.check(&base) {
@@ -71,6 +73,7 @@ pub(super) fn config(raw: RawConfig, path: &Path) -> Result<Config, ConfigError>
         decision_log,
         tls,
         admin_listen,
+        kms_v2,
         warnings: c.warnings,
     })
 }

@@ -203,16 +203,19 @@ mod tests {
         metadata: &'a serde_json::Map<String, serde_json::Value>,
     ) -> PolicyInput<'a> {
         PolicyInput {
+            interface: crate::policy::Interface::Xks,
             operation: "Encrypt",
             keystore: "main",
             uri_prefix: "/p",
             key_id: "foo",
             request_metadata: metadata,
-            access_key_id: ak,
-            source_ip: "127.0.0.1".parse().unwrap(),
+            access_key_id: Some(ak),
+            source_ip: Some("127.0.0.1".parse().unwrap()),
             client_subject: None,
             time: std::time::SystemTime::now(),
             aad_length: 0,
+            request_uid: None,
+            peer: None,
         }
     }
 

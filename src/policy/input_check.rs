@@ -1,7 +1,7 @@
 //! Checks a policy input written by hand (`keygate policy eval --input`) against the shape
 //! keygate gives policies, as xks-spec/policy-input.schema.json describes it: every required
-//! field present, each of its type, the operation one of three, the key id and time well
-//! formed, no field the schema does not list. An input missing a field would otherwise be
+//! field present, each of its type, the front door and operation among the schema's, the key
+//! id, time and peer well formed, no field the schema does not list. An input missing a field would otherwise be
 //! judged as if the field were undefined, and a policy that never mentions it would allow.
 
 use std::path::PathBuf;
@@ -11,12 +11,20 @@ use serde_json::{Map, Value as Json};
 /// The operations a policy judges (GetHealthStatus never is).
 const OPERATIONS: [&str; 3] = ["Encrypt", "Decrypt", "GetKeyMetadata"];
 
+/// The front doors (`interface`).
+const INTERFACES: [&str; 2] = ["xks", "kms_v2"];
+
 /// What one field of the input must hold.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Kind {
     String,
     StringOrNull,
+    /// A string of at most 128 characters, or null.
+    UidOrNull,
+    Interface,
     Operation,
+    /// null, or `{uid, gid, pid}` (non-negative uid and gid, pid an integer or null).
+    Peer,
     KeyId,
     Metadata,
     Time,
@@ -24,17 +32,20 @@ enum Kind {
 }
 
 /// The schema's `required` fields (which are also all of its `properties`), in its order.
-const FIELDS: [(&str, Kind); 10] = [
+const FIELDS: [(&str, Kind); 13] = [
+    ("interface", Kind::Interface),
     ("operation", Kind::Operation),
     ("keystore", Kind::String),
     ("uri_prefix", Kind::String),
     ("key_id", Kind::KeyId),
     ("request_metadata", Kind::Metadata),
-    ("access_key_id", Kind::String),
-    ("source_ip", Kind::String),
+    ("access_key_id", Kind::StringOrNull),
+    ("source_ip", Kind::StringOrNull),
     ("client_subject", Kind::StringOrNull),
     ("time", Kind::Time),
     ("aad_length", Kind::Count),
+    ("request_uid", Kind::UidOrNull),
+    ("peer", Kind::Peer),
 ];
 
 /// The `request_metadata` fields the schema types (all strings); others are allowed.
@@ -92,6 +103,11 @@ fn expected(kind: Kind) -> &'static str {
     match kind {
         Kind::String => "a string",
         Kind::StringOrNull => "a string or null",
+        Kind::UidOrNull => "a string of at most 128 characters or null",
+        Kind::Interface => "\"xks\" or \"kms_v2\"",
+        Kind::Peer => {
+            "null or {\"uid\", \"gid\": non-negative integers, \"pid\": an integer or null}"
+        }
         Kind::Operation => "\"Encrypt\", \"Decrypt\" or \"GetKeyMetadata\"",
         Kind::KeyId => "a string of 1-128 characters of A-Za-z0-9._-",
         Kind::Metadata => "an object, requestMetadata as KMS sends it",
@@ -103,7 +119,10 @@ fn expected(kind: Kind) -> &'static str {
 fn check_field(name: &str, kind: Kind, value: &Json, out: &mut Vec<String>) {
     let fits = match (kind, value) {
         (Kind::String | Kind::StringOrNull, Json::String(_)) => true,
-        (Kind::StringOrNull, Json::Null) => true,
+        (Kind::StringOrNull | Kind::UidOrNull | Kind::Peer, Json::Null) => true,
+        (Kind::UidOrNull, Json::String(s)) => s.chars().count() <= 128,
+        (Kind::Interface, Json::String(s)) => INTERFACES.contains(&s.as_str()),
+        (Kind::Peer, Json::Object(p)) => valid_peer(p),
         (Kind::Operation, Json::String(s)) => OPERATIONS.contains(&s.as_str()),
         (Kind::KeyId, Json::String(s)) => valid_key_id(s),
         (Kind::Time, Json::String(s)) => is_rfc3339(s),
@@ -133,6 +152,14 @@ fn check_metadata(metadata: &Map<String, Json>, out: &mut Vec<String>) {
             )),
         }
     }
+}
+
+/// `{uid, gid, pid}` and nothing else.
+fn valid_peer(peer: &Map<String, Json>) -> bool {
+    let id = |k: &str| peer.get(k).and_then(Json::as_u64).is_some();
+    let pid = matches!(peer.get("pid"), Some(Json::Null))
+        || peer.get("pid").and_then(Json::as_i64).is_some();
+    peer.len() == 3 && id("uid") && id("gid") && pid
 }
 
 /// The schema's key id pattern `^[A-Za-z0-9._-]{1,128}$`.
@@ -181,10 +208,12 @@ mod tests {
 
     fn good() -> Json {
         json!({
-            "operation": "Encrypt", "keystore": "main", "uri_prefix": "/p", "key_id": "foo",
+            "interface": "xks", "operation": "Encrypt", "keystore": "main", "uri_prefix": "/p",
+            "key_id": "foo",
             "request_metadata": {"awsPrincipalArn": "arn:aws:iam::1:user/a", "extra": 1},
             "access_key_id": "AKIA", "source_ip": "10.0.0.1", "client_subject": null,
-            "time": "2026-11-22T05:46:02.123Z", "aad_length": 0
+            "time": "2026-11-22T05:46:02.123Z", "aad_length": 0, "request_uid": null,
+            "peer": null
         })
     }
 
@@ -196,20 +225,38 @@ mod tests {
     #[test]
     fn the_input_keygate_builds_conforms() {
         let metadata = Map::new();
-        let input = super::super::PolicyInput {
+        let xks = super::super::PolicyInput {
+            interface: super::super::input::Interface::Xks,
             operation: "GetKeyMetadata",
             keystore: "main",
             uri_prefix: "",
             key_id: "k1",
             request_metadata: &metadata,
-            access_key_id: "AKIA",
-            source_ip: "::1".parse().unwrap(),
+            access_key_id: Some("AKIA"),
+            source_ip: Some("::1".parse().unwrap()),
             client_subject: Some("CN=kms"),
             time: std::time::SystemTime::now(),
             aad_length: 31,
+            request_uid: None,
+            peer: None,
         };
-        let json = input.to_json();
-        assert!(problems(&json).is_empty(), "{:?}", problems(&json));
+        let kms_v2 = super::super::PolicyInput {
+            interface: super::super::input::Interface::KmsV2,
+            access_key_id: None,
+            source_ip: None,
+            client_subject: None,
+            request_uid: Some("a-uid"),
+            peer: Some(super::super::input::PeerCred {
+                uid: 0,
+                gid: 0,
+                pid: Some(7),
+            }),
+            ..xks
+        };
+        for input in [xks, kms_v2] {
+            let json = input.to_json();
+            assert!(problems(&json).is_empty(), "{:?}", problems(&json));
+        }
     }
 
     #[test]
@@ -219,16 +266,19 @@ mod tests {
         assert_eq!(
             problems(&input),
             vec![
+                "missing field `interface` (\"xks\" or \"kms_v2\")",
                 "`operation` must be \"Encrypt\", \"Decrypt\" or \"GetKeyMetadata\", not a string (\"encrypt\")",
                 "missing field `keystore` (a string)",
                 "missing field `uri_prefix` (a string)",
                 "`key_id` must be a string of 1-128 characters of A-Za-z0-9._-, not a string (\"no spaces\")",
                 "`request_metadata.kmsOperation` must be a string, not a number (7)",
-                "missing field `access_key_id` (a string)",
-                "missing field `source_ip` (a string)",
+                "missing field `access_key_id` (a string or null)",
+                "missing field `source_ip` (a string or null)",
                 "missing field `client_subject` (a string or null)",
                 "`time` must be an RFC 3339 date-time string, not a string (\"yesterday\")",
                 "`aad_length` must be a non-negative integer, not a number (-1)",
+                "missing field `request_uid` (a string of at most 128 characters or null)",
+                "missing field `peer` (null or {\"uid\", \"gid\": non-negative integers, \"pid\": an integer or null})",
                 "unknown field `extra` (the schema allows no fields but its own)",
             ]
         );
@@ -259,6 +309,17 @@ mod tests {
             let want = match kind {
                 Kind::String => json!({"type": "string"}),
                 Kind::StringOrNull => json!({"type": ["string", "null"]}),
+                Kind::UidOrNull => json!({"type": ["string", "null"], "maxLength": 128}),
+                Kind::Interface => json!({"enum": INTERFACES}),
+                Kind::Peer => json!({"oneOf": [
+                    {"type": "null"},
+                    {"type": "object", "additionalProperties": false,
+                     "required": ["uid", "gid", "pid"],
+                     "properties": {
+                        "uid": {"type": "integer", "minimum": 0},
+                        "gid": {"type": "integer", "minimum": 0},
+                        "pid": {"type": ["integer", "null"]}}}
+                ]}),
                 Kind::Operation => json!({"enum": OPERATIONS}),
                 Kind::KeyId => json!({"type": "string", "pattern": "^[A-Za-z0-9._-]{1,128}$"}),
                 Kind::Metadata => json!({"type": "object"}),

@@ -346,11 +346,13 @@ fn an_untrusted_dev_certificate_names_the_dev_ca() {
 /// An input as keygate gives it to policies: every field of xks-spec/policy-input.schema.json.
 fn complete_policy_input() -> Value {
     serde_json::json!({
-        "operation": "Encrypt", "keystore": "dev", "uri_prefix": "/p", "key_id": "foo",
+        "interface": "xks", "operation": "Encrypt", "keystore": "dev", "uri_prefix": "/p",
+        "key_id": "foo",
         "request_metadata": {"awsPrincipalArn": "arn:aws:iam::111122223333:user/alice",
             "kmsOperation": "Encrypt", "kmsRequestId": "r-1"},
         "access_key_id": "AKIAIOSFODNN7EXAMPLE", "source_ip": "10.0.0.1",
-        "client_subject": null, "time": "2026-11-22T05:46:02Z", "aad_length": 0
+        "client_subject": null, "time": "2026-11-22T05:46:02Z", "aad_length": 0,
+        "request_uid": null, "peer": null
     })
 }
 

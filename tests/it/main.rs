@@ -20,6 +20,7 @@ mod edges;
 mod faults;
 mod first_hour;
 mod flood;
+mod kms_v2;
 mod limits;
 mod monitoring;
 mod openbao;

@@ -7,6 +7,7 @@ pub mod bao;
 pub mod client;
 pub mod dev;
 pub mod fixtures;
+pub mod kms;
 pub mod own_process;
 pub mod process;
 pub mod prometheus;
