@@ -214,44 +214,18 @@ impl Checker {
                     key_file: base.join(key_file),
                 }
             }
-            "pkcs11" => match raw.pkcs11.map(|t| t.check(base)) {
-                Some(Ok(mut settings)) => {
-                    self.warnings.append(&mut settings.warnings);
-                    BackendKind::Pkcs11(settings)
-                }
-                Some(Err(problems)) => {
-                    self.problems.extend(problems);
-                    BackendKind::Software {
-                        key_file: PathBuf::new(),
-                    }
-                }
-                None => {
-                    self.problems
-                        .push("backend.kind = \"pkcs11\" needs a [backend.pkcs11] table".into());
-                    BackendKind::Software {
-                        key_file: PathBuf::new(),
-                    }
-                }
-            },
-            "openbao" => match raw.openbao.map(|t| t.check(base)) {
-                Some(Ok(mut settings)) => {
-                    self.warnings.append(&mut settings.warnings);
-                    BackendKind::OpenBao(settings)
-                }
-                Some(Err(problems)) => {
-                    self.problems.extend(problems);
-                    BackendKind::Software {
-                        key_file: PathBuf::new(),
-                    }
-                }
-                None => {
-                    self.problems
-                        .push("backend.kind = \"openbao\" needs a [backend.openbao] table".into());
-                    BackendKind::Software {
-                        key_file: PathBuf::new(),
-                    }
-                }
-            },
+            "pkcs11" => {
+                let checked = raw.pkcs11.map(|t| t.check(base));
+                self.backend_table("pkcs11", checked, |mut s| {
+                    (std::mem::take(&mut s.warnings), BackendKind::Pkcs11(s))
+                })
+            }
+            "openbao" => {
+                let checked = raw.openbao.map(|t| t.check(base));
+                self.backend_table("openbao", checked, |mut s| {
+                    (std::mem::take(&mut s.warnings), BackendKind::OpenBao(s))
+                })
+            }
             other => {
                 self.problems.push(format!(
                     "backend.kind {other:?} is unknown (expected software, pkcs11 or openbao)"
@@ -262,6 +236,37 @@ impl Checker {
             }
         };
         BackendSettings { kind, health_key }
+    }
+
+    /// A `[backend.NAME]` table checked: its settings (their warnings kept), or its problems
+    /// (or its absence) recorded with a placeholder backend, since the config is refused.
+    fn backend_table<S>(
+        &mut self,
+        name: &str,
+        checked: Option<Result<S, Vec<String>>>,
+        into_kind: impl FnOnce(S) -> (Vec<String>, BackendKind),
+    ) -> BackendKind {
+        match checked {
+            Some(Ok(settings)) => {
+                let (mut warnings, kind) = into_kind(settings);
+                self.warnings.append(&mut warnings);
+                kind
+            }
+            Some(Err(problems)) => {
+                self.problems.extend(problems);
+                BackendKind::Software {
+                    key_file: PathBuf::new(),
+                }
+            }
+            None => {
+                self.problems.push(format!(
+                    "backend.kind = \"{name}\" needs a [backend.{name}] table"
+                ));
+                BackendKind::Software {
+                    key_file: PathBuf::new(),
+                }
+            }
+        }
     }
 
     fn policy(&mut self, raw: RawPolicy, base: &Path) -> PolicySettings {

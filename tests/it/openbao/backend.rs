@@ -80,7 +80,7 @@ async fn usage_status_and_health_come_from_the_server() {
     let (_, old) = bao.api(
         "GET",
         &format!("sys/policies/acl/{}", bao::POLICY),
-        Some(bao::ROOT),
+        Some(bao.root_token()),
         None,
     );
     let text = format!("{}{policy}", old["data"]["policy"].as_str().unwrap());

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::support::bao::{self, Bao};
+use crate::support::bao::Bao;
 use crate::support::process::{BIN, QUIET};
 use crate::support::*;
 
@@ -20,11 +20,12 @@ fn key_version(enc: &Value) -> u32 {
 
 /// `keygate keys -c CONFIG args` as the operator (BAO_TOKEN = root).
 fn keys(server: &KeygateProcess, args: &[&str]) -> String {
+    let bao = server.bao.as_ref().expect("an on_openbao server");
     let out = Command::new(BIN)
         .args(["keys", "-c"])
         .arg(&server.config_path)
         .args(args)
-        .env("BAO_TOKEN", bao::ROOT)
+        .env("BAO_TOKEN", bao.root_token())
         .env_remove("VAULT_TOKEN")
         .output()
         .unwrap();
@@ -243,7 +244,10 @@ fn dev_openbao_sets_up_the_server_and_serves() {
         dir.path(),
         &data,
         &["--backend", "openbao"],
-        &[("BAO_ADDR", bao.url().as_str()), ("BAO_TOKEN", bao::ROOT)],
+        &[
+            ("BAO_ADDR", bao.url().as_str()),
+            ("BAO_TOKEN", bao.root_token()),
+        ],
     );
     let token_file = data.join("openbao.token");
     let mode = std::fs::metadata(&token_file).unwrap().permissions().mode();

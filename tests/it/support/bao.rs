@@ -21,7 +21,6 @@ use super::fixtures::{HEALTH_KEY, KEYS, SOFTWARE_BACKEND};
 /// The Transit mount and ACL policy the harness sets up.
 pub const MOUNT: &str = "keygate";
 pub const POLICY: &str = "keygate-test";
-pub const ROOT: &str = "keygate-test-root";
 
 /// Where `bao` is; fails the test when there is none.
 pub fn binary() -> PathBuf {
@@ -50,6 +49,9 @@ pub struct Bao {
     /// The dev CA when the server speaks TLS (`start_tls`).
     pub ca: Option<PathBuf>,
     pub dir: tempfile::TempDir,
+    /// This server's own root token: a server answering it is this one, not another test's
+    /// that took the port first.
+    root: String,
     child: Child,
 }
 
@@ -84,6 +86,7 @@ impl Bao {
                 .unwrap()
                 .port();
             let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+            let root = format!("keygate-test-root-{}", uuid::Uuid::new_v4().simple());
             let dir = tempfile::tempdir().unwrap();
             let log = std::fs::File::create(dir.path().join("bao.log")).unwrap();
             let mut cmd = Command::new(&bin);
@@ -94,7 +97,7 @@ impl Bao {
             }
             let child = cmd
                 .arg(format!("-dev-listen-address={addr}"))
-                .arg(format!("-dev-root-token-id={ROOT}"))
+                .arg(format!("-dev-root-token-id={root}"))
                 .env("HOME", dir.path())
                 .stdin(Stdio::null())
                 .stdout(log.try_clone().unwrap())
@@ -106,6 +109,7 @@ impl Bao {
                 addr,
                 ca,
                 dir,
+                root,
                 child,
             };
             let mut last_log = String::new();
@@ -135,12 +139,13 @@ impl Bao {
     fn healthy(&self) -> bool {
         match &self.ca {
             None => self
-                .try_api("GET", "sys/health", None, None)
+                .try_api("GET", "auth/token/lookup-self", Some(&self.root), None)
                 .is_some_and(|(s, _)| s == 200),
             Some(ca) => Command::new("curl")
                 .args(["-sf", "-o", "/dev/null", "--cacert"])
                 .arg(ca)
-                .arg(format!("{}/v1/sys/health", self.url()))
+                .args(["-H", &format!("X-Vault-Token: {}", self.root)])
+                .arg(format!("{}/v1/auth/token/lookup-self", self.url()))
                 .status()
                 .is_ok_and(|s| s.success()),
         }
@@ -158,7 +163,7 @@ impl Bao {
         let out = Command::new("curl")
             .args(["-sS", "--fail-with-body", "--cacert"])
             .arg(ca)
-            .args(["-H", &format!("X-Vault-Token: {ROOT}"), "-X", method])
+            .args(["-H", &format!("X-Vault-Token: {}", self.root), "-X", method])
             .args(["-H", &format!("X-Vault-Namespace: {namespace}")])
             .args(["-d", &body.map(|b| b.to_string()).unwrap_or_default()])
             .arg(format!("{}/v1/{path}", self.url()))
@@ -167,6 +172,11 @@ impl Bao {
         let text = String::from_utf8_lossy(&out.stdout);
         assert!(out.status.success(), "{method} {path}: {text}");
         serde_json::from_str(&text).unwrap_or(Value::Null)
+    }
+
+    /// The server's root token (the operator's, in tests).
+    pub fn root_token(&self) -> &str {
+        &self.root
     }
 
     pub fn pid(&self) -> u32 {
@@ -199,7 +209,7 @@ impl Bao {
 
     /// One request as root; must succeed (2xx). Returns the JSON answer (Null when empty).
     pub fn root(&self, method: &str, path: &str, body: Option<Value>) -> Value {
-        let (status, v) = self.api(method, path, Some(ROOT), body);
+        let (status, v) = self.api(method, path, Some(&self.root), body);
         assert!(
             (200..300).contains(&status),
             "{method} {path}: {status} {v}"
