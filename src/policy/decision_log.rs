@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, SyncSender, TrySendError};
 use std::time::{Duration, SystemTime};
 
-pub use line::DecisionRecord;
+pub use line::{DECISION_PATH, DecisionRecord, EvalError, Requester};
 
 /// Settings of the decision log.
 #[derive(Debug, Clone)]

@@ -39,7 +39,7 @@ pub(super) fn judge(
         time: SystemTime::now(),
         aad_length: caller.aad_length,
     };
-    let judgement = authorizer.judge(&input);
+    let judgement = authorizer.judge_from(&input, Some(conn.peer));
     let refusal = refusal(judgement.verdict());
     (judgement, refusal)
 }

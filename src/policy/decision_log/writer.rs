@@ -380,11 +380,14 @@ impl Writer {
     }
 }
 
+/// Opens (creating it with mode 0600: it holds request metadata) the log file for appending.
 fn open_file(path: &Path) -> std::io::Result<(File, (u64, u64))> {
+    use std::os::unix::fs::OpenOptionsExt;
     let file = OpenOptions::new()
         .create(true)
         .append(true)
         .read(true)
+        .mode(0o600)
         .open(path)?;
     let meta = file.metadata()?;
     Ok((file, (meta.dev(), meta.ino())))

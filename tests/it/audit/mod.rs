@@ -1,0 +1,5 @@
+//! The decision log as auditors use it: OPA-shaped events checked against the JSON Schema,
+//! shipping to an OPA decision-log collector, and signed digests checked by
+//! `keygate audit verify`.
+
+mod event;
