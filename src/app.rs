@@ -12,9 +12,11 @@ use crate::keys::KeyBackend;
 use crate::keys::software::SoftwareBackend;
 use crate::metrics::backend::MeteredBackend;
 use crate::metrics::{CredentialRecord, Metrics};
-use crate::policy::decision_log::{DecisionLog, DecisionLogConfig};
+use crate::policy::decision_log::settings::DigestKey;
+use crate::policy::decision_log::{DecisionLog, DecisionLogConfig, DigestConfig};
 use crate::policy::{Authorizer, PolicyEngine, PolicySet};
 use crate::server::tls::{Refusals, TlsReloader};
+use crate::signing::{DigestSigner, Ed25519FileKey};
 use crate::xks;
 
 pub use crate::xks::keystore::{Keystore, Keystores};
@@ -47,6 +49,7 @@ impl App {
         // Metrics first, so a backend can take its handles (e.g. `metrics.sessions_in_use()`).
         let metrics = Arc::new(Metrics::new(backend_name(&config.backend.kind)));
         metrics.set_credentials(&credential_records(config));
+        let mut token_signer = None;
         let (backend, software): (Arc<dyn KeyBackend>, _) = match &config.backend.kind {
             BackendKind::Software { key_file } => {
                 let b = Arc::new(SoftwareBackend::open(key_file)?);
@@ -56,6 +59,7 @@ impl App {
                 let b = crate::keys::pkcs11::Pkcs11Backend::open(settings.clone())
                     .map_err(|e| e.to_string())?
                     .with_sessions_gauge(metrics.sessions_in_use());
+                token_signer = token_digest_signer(config, &b)?;
                 (Arc::new(b), None)
             }
         };
@@ -75,7 +79,7 @@ impl App {
             }
             None => None,
         };
-        let decision_log = open_decision_log(config)?;
+        let decision_log = open_decision_log(config, token_signer)?;
         let authorizer = Authorizer::new(build_policy(config)?, decision_log, metrics.clone());
         let handles = xks::Handles {
             keys: backend.clone(),
@@ -216,7 +220,34 @@ fn build_policy(config: &Config) -> Result<PolicyEngine, String> {
     Ok(PolicyEngine::new(set, config.policy.eval_timeout))
 }
 
-fn open_decision_log(config: &Config) -> Result<Option<DecisionLog>, String> {
+/// The digest signer in the PKCS#11 token, when `[decision_log.digest]` names a key label.
+fn token_digest_signer(
+    config: &Config,
+    backend: &crate::keys::pkcs11::Pkcs11Backend,
+) -> Result<Option<Arc<dyn DigestSigner>>, String> {
+    let label = config
+        .decision_log
+        .as_ref()
+        .and_then(|d| d.digest.as_ref())
+        .and_then(|d| match &d.key {
+            DigestKey::Pkcs11Label(label) => Some(label),
+            DigestKey::File(_) => None,
+        });
+    let Some(label) = label else {
+        return Ok(None);
+    };
+    let signer = backend
+        .digest_signer(label)
+        .map_err(|e| format!("decision_log.digest.pkcs11_key_label {label:?}: {e}"))?;
+    tracing::info!(label, fingerprint = %signer.public_key().fingerprint(), algorithm = signer.public_key().algorithm().as_str(), "decision log digests are signed in the PKCS#11 token");
+    Ok(Some(Arc::new(signer)))
+}
+
+/// Opens the decision log, its digests signed by the key file or by `token_signer`.
+fn open_decision_log(
+    config: &Config,
+    token_signer: Option<Arc<dyn DigestSigner>>,
+) -> Result<Option<DecisionLog>, String> {
     let Some(s) = &config.decision_log else {
         return Ok(None);
     };
@@ -224,5 +255,24 @@ fn open_decision_log(config: &Config) -> Result<Option<DecisionLog>, String> {
     c.fail_closed = s.fail_closed;
     c.rotate_bytes = s.rotate_bytes;
     c.rotate_interval = s.rotate_interval;
+    if let Some(d) = &s.digest {
+        let signer: Arc<dyn DigestSigner> = match (&d.key, token_signer) {
+            (DigestKey::File(path), _) => Arc::new(
+                Ed25519FileKey::read(path)
+                    .map_err(|e| format!("decision_log.digest.key_file: {e}"))?,
+            ),
+            (DigestKey::Pkcs11Label(_), Some(signer)) => signer,
+            (DigestKey::Pkcs11Label(label), None) => {
+                return Err(format!(
+                    "decision_log.digest.pkcs11_key_label {label:?} needs the pkcs11 backend"
+                ));
+            }
+        };
+        c.digest = Some(DigestConfig {
+            dir: d.dir.clone(),
+            interval: d.interval,
+            signer,
+        });
+    }
     DecisionLog::open(c).map(Some).map_err(|e| e.to_string())
 }

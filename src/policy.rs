@@ -25,6 +25,7 @@ use regorus::Value;
 
 pub use authorizer::{ABANDONED, Authorizer, Judgement, LogRefused, Verdict};
 pub use input::PolicyInput;
+pub(crate) use input::parse_rfc3339;
 pub use set::{PolicyFile, PolicySet};
 pub use stats::{PolicyCounts, PolicyStats};
 

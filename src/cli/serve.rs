@@ -139,6 +139,7 @@ pub(super) fn serve(args: ServeArgs) -> ExitCode {
                     fail_closed: false,
                     rotate_bytes: None,
                     rotate_interval: None,
+                    digest: None,
                 });
             }
         }
@@ -153,6 +154,7 @@ pub(super) fn serve(args: ServeArgs) -> ExitCode {
             fail_closed: false,
             rotate_bytes: None,
             rotate_interval: None,
+            digest: None,
         });
     }
     let dev_ca = match apply_tls(&mut config, args.tls, args.dev.then_some(&args.data_dir)) {

@@ -14,6 +14,7 @@ use super::checked::{
 };
 use super::raw::{RawBackend, RawConfig, RawDecisionLog, RawLimits, RawPolicy, RawServer};
 use crate::keys::valid_key_id;
+use crate::policy::decision_log::settings::DigestKey;
 
 pub use keystores::{MAX_PREFIX_LEN, check_prefix};
 
@@ -47,7 +48,7 @@ pub(super) fn config(raw: RawConfig, path: &Path) -> Result<Config, ConfigError>
     let backend = c.backend(raw.backend, &base);
     let keystores = c.keystores(raw.keystore, &server.region, &base);
     let policy = c.policy(raw.policy, &base);
-    let decision_log = c.decision_log(raw.decision_log, &base);
+    let decision_log = c.decision_log(raw.decision_log, &base, &backend.kind);
     let tls = raw.tls.and_then(|t| match t.check(&base) {
         Ok(t) => Some(t),
         Err(p) => {
@@ -258,8 +259,25 @@ impl Checker {
         &mut self,
         raw: Option<RawDecisionLog>,
         base: &Path,
+        backend: &BackendKind,
     ) -> Option<DecisionLogSettings> {
         let raw = raw?;
+        let digest = raw.digest.and_then(|d| match d.check(base) {
+            Ok(d) => Some(d),
+            Err(p) => {
+                self.problems.extend(p);
+                None
+            }
+        });
+        if let Some(DigestKey::Pkcs11Label(_)) = digest.as_ref().map(|d| &d.key)
+            && !matches!(backend, BackendKind::Pkcs11(_))
+        {
+            self.problems.push(
+                "decision_log.digest.pkcs11_key_label needs backend.kind = \"pkcs11\" (the key is \
+                 in the backend's token)"
+                    .into(),
+            );
+        }
         if raw.rotate_bytes == Some(0) {
             self.problems
                 .push("decision_log.rotate_bytes must be at least 1".into());
@@ -273,6 +291,7 @@ impl Checker {
             fail_closed: raw.fail_closed.unwrap_or(false),
             rotate_bytes: raw.rotate_bytes,
             rotate_interval: raw.rotate_interval_secs.map(Duration::from_secs),
+            digest,
         })
     }
 }

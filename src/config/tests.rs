@@ -189,3 +189,46 @@ fn pkcs11_backend_is_checked_with_the_rest() {
     assert!(c.warnings.iter().any(|w| w.contains("pin_env or pin_file")));
     assert!(!format!("{c:?}").contains("1234"));
 }
+
+#[test]
+fn digest_settings_report_every_problem() {
+    let bad = format!(
+        "{GOOD}\n[decision_log]\npath = \"d.log\"\n[decision_log.digest]\ndir = \"digests\"\n\
+         pkcs11_key_label = \"k\"\ninterval_secs = 0\n"
+    );
+    let problems = parse(&bad).unwrap_err().problems.join("\n");
+    assert!(problems.contains("interval_secs"), "{problems}");
+    let bad = format!(
+        "{GOOD}\n[decision_log]\npath = \"d.log\"\n[decision_log.digest]\ndir = \"digests\"\n\
+         pkcs11_key_label = \"k\"\n"
+    );
+    let problems = parse(&bad).unwrap_err().problems.join("\n");
+    assert!(
+        problems.contains("needs backend.kind = \"pkcs11\""),
+        "{problems}"
+    );
+    let bad = format!(
+        "{GOOD}\n[decision_log]\npath = \"d.log\"\n[decision_log.digest]\ndir = \"digests\"\n\
+         key_file = \"/nonexistent/key.pem\"\npkcs11_key_label = \"k\"\n"
+    );
+    let problems = parse(&bad).unwrap_err().problems.join("\n");
+    assert!(
+        problems.contains("exactly one of key_file and pkcs11_key_label"),
+        "{problems}"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("k.pem");
+    let (pem, _) = crate::signing::Ed25519FileKey::generate().unwrap();
+    std::fs::write(&key, pem.as_bytes()).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let good = format!(
+        "{GOOD}\n[decision_log]\npath = \"d.log\"\n[decision_log.digest]\ndir = \"digests\"\n\
+         key_file = {:?}\n",
+        key.display().to_string()
+    );
+    let c = parse(&good).unwrap();
+    let d = c.decision_log.unwrap().digest.unwrap();
+    assert_eq!(d.dir, Path::new("/etc/keygate/digests"));
+    assert_eq!(d.interval, std::time::Duration::from_secs(3600));
+}

@@ -1,22 +1,37 @@
-//! Decision log: one JSON line per evaluated request, in OPA's decision-log shape plus keygate's
-//! `kms_request_id` and `error_name`, hash-chained for tamper evidence (see [`chain`]).
+//! Decision log: one JSON line per evaluated request, an OPA decision-log event plus keygate's
+//! `seq`, `kms_request_id` and `error_name`, hash-chained for tamper evidence (see [`chain`]).
 //!
 //! Requests hand their record to a bounded queue and never wait for the disk; a writer thread
 //! seals and appends the lines, rotates files, and notices when the file cannot be written. A full
 //! queue loses the line, counted and logged. In `fail_closed` mode [`DecisionLog::record`] returns
 //! an error whenever the line may not reach the disk, so the request can be refused.
+//!
+//! ```text
+//! decision_log/line.rs     the event (OPA's EventV1 members and keygate's)
+//! decision_log/chain.rs    the hash chain and its verifier
+//! decision_log/writer.rs   the writer thread: seal, append, rotate, checkpoints, digest feed
+//! decision_log/files.rs    the files on disk: open, rotated names, resume, first/last lines
+//! decision_log/digest/     signed digests: format, the writer's feed, the notary thread, verify
+//! decision_log/progress.rs shipped and digested: has this file been settled?
+//! ```
 
 pub mod chain;
+pub mod digest;
+mod files;
 mod line;
+mod progress;
+pub mod settings;
 mod writer;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, SyncSender, TrySendError};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
+pub use digest::DigestConfig;
 pub use line::{DECISION_PATH, DecisionRecord, EvalError, Requester};
+pub use progress::{DigestStats, Settled, UploadStats};
 
 /// Settings of the decision log.
 #[derive(Debug, Clone)]
@@ -38,6 +53,8 @@ pub struct DecisionLogConfig {
     /// Most time between two `decision log checkpoint` lines in keygate's own log (one is
     /// written only when lines were added since the last; also at start and at shutdown).
     pub checkpoint_interval: Duration,
+    /// Signed digests (`None`: none are written).
+    pub digest: Option<DigestConfig>,
 }
 
 impl DecisionLogConfig {
@@ -52,6 +69,7 @@ impl DecisionLogConfig {
             queue_capacity: 8192,
             retry_interval: Duration::from_secs(1),
             checkpoint_interval: Duration::from_secs(60),
+            digest: None,
         }
     }
 }
@@ -105,6 +123,9 @@ pub struct DecisionLog {
     fail_closed: bool,
     /// The writer thread, taken by the first [`DecisionLog::close`].
     thread: Arc<std::sync::Mutex<Option<std::thread::JoinHandle<()>>>>,
+    /// The notary (digest) thread, joined after the writer at close.
+    notary: Arc<std::sync::Mutex<Option<std::thread::JoinHandle<()>>>>,
+    digests: Option<Arc<DigestStats>>,
 }
 
 impl DecisionLog {
@@ -119,38 +140,72 @@ impl DecisionLog {
         });
         let (sender, receiver) = mpsc::sync_channel(config.queue_capacity.max(1));
         let fail_closed = config.fail_closed;
-        let thread = writer::spawn(config, receiver, Arc::clone(&health))?;
+        let (digests, feed, notary) = match &config.digest {
+            Some(d) => {
+                let stats = Arc::new(DigestStats::default());
+                let log_name = chain::file_name(&config.path.display().to_string());
+                let (feed, thread) = digest::Notary::start(
+                    d.clone(),
+                    log_name,
+                    config.instance_id.clone(),
+                    stats.clone(),
+                )
+                .map_err(|reason| DecisionLogError::Open {
+                    path: d.dir.clone(),
+                    reason,
+                })?;
+                (Some(stats), Some(feed), Some(thread))
+            }
+            None => (None, None, None),
+        };
+        let thread = writer::spawn(config, receiver, Arc::clone(&health), feed)?;
         Ok(Self {
             sender,
             health,
             fail_closed,
             thread: Arc::new(std::sync::Mutex::new(Some(thread))),
+            notary: Arc::new(std::sync::Mutex::new(notary)),
+            digests,
         })
     }
 
     /// Stop the log at shutdown: every line queued before this call is written (or counted
-    /// lost when the file cannot take it), the shutdown checkpoint is logged, and the writer
-    /// thread is joined. Lines offered afterwards are refused ([`DecisionLogError::Stopped`]).
-    /// Returns `false` when the writer did not finish within `timeout` (it is then left
-    /// running; nothing more can be done for its lines).
+    /// lost when the file cannot take it), the shutdown checkpoint is logged, the shutdown
+    /// digest is signed and written after them, and the threads are joined. Lines offered
+    /// afterwards are refused ([`DecisionLogError::Stopped`]). Returns `false` when they did
+    /// not finish within `timeout` (they are then left running; nothing more can be done).
     pub fn close(&self, timeout: Duration) -> bool {
-        let Some(thread) = self
-            .thread
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .take()
-        else {
-            return true;
+        let deadline = Instant::now() + timeout;
+        let writer_done = match take(&self.thread) {
+            None => true,
+            Some(thread) => {
+                let (ack, done) = mpsc::channel();
+                // `send` waits for room in a full queue: the writer is draining it.
+                if self.sender.send(Message::Close(ack)).is_err() {
+                    thread.join().is_ok()
+                } else {
+                    match done.recv_timeout(timeout) {
+                        Ok(()) => thread.join().is_ok(),
+                        Err(_) => false,
+                    }
+                }
+            }
         };
-        let (ack, done) = mpsc::channel();
-        // `send` waits for room in a full queue: the writer is draining it.
-        if self.sender.send(Message::Close(ack)).is_err() {
-            return thread.join().is_ok();
-        }
-        match done.recv_timeout(timeout) {
-            Ok(()) => thread.join().is_ok(),
-            Err(_) => false,
-        }
+        // The writer has handed over the shutdown digest and let go of the notary.
+        let notary_done = take(&self.notary).is_none_or(|t| join_by(t, deadline));
+        writer_done && notary_done
+    }
+
+    /// Where `file` (one of this log's files) stands: has every line of it been shipped to
+    /// the collector, and is it covered by a signed digest? A step that compresses or deletes
+    /// rotated files asks this first (see [`Settled::retirable`]).
+    pub fn settled(&self, file: &Path) -> std::io::Result<Settled> {
+        progress::settled(file, None, self.digests.as_deref())
+    }
+
+    /// The notary's counters, when digests are configured.
+    pub fn digest_stats(&self) -> Option<&DigestStats> {
+        self.digests.as_deref()
     }
 
     /// Whether the last write (or reopen attempt) succeeded.
@@ -225,6 +280,26 @@ impl DecisionLog {
     pub fn write_errors(&self) -> u64 {
         self.health.write_errors.load(Ordering::Relaxed)
     }
+}
+
+/// Takes the thread out of its slot (once).
+fn take(
+    slot: &std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
+) -> Option<std::thread::JoinHandle<()>> {
+    slot.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .take()
+}
+
+/// Joins `thread` if it finishes by `deadline`; otherwise leaves it running.
+fn join_by(thread: std::thread::JoinHandle<()>, deadline: Instant) -> bool {
+    while !thread.is_finished() {
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    thread.join().is_ok()
 }
 
 /// `SystemTime` as RFC 3339 (UTC, nanoseconds).

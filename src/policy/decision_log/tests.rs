@@ -138,10 +138,7 @@ fn checkpoints_parse_and_must_be_in_range() {
     }
     assert!(log.flush(WAIT));
     let (seq, hash) = log.head();
-    let at = |seq, hash: &str| chain::Checkpoint {
-        seq,
-        hash: hash.to_owned(),
-    };
+    let at = chain::Checkpoint::new;
     let v = Verifier::verify_files_with(
         &[&path],
         vec![
@@ -190,7 +187,7 @@ fn size_rotation_keeps_the_chain_across_files() {
         log.record(record(n)).unwrap();
         assert!(log.flush(WAIT));
     }
-    let rotated = writer::rotations(&path);
+    let rotated = files::rotations(&path);
     assert!(rotated.len() >= 2, "{rotated:?}");
     let mut files: Vec<&Path> = rotated.iter().map(|(_, p)| p.as_path()).collect();
     files.push(&path);
@@ -235,7 +232,7 @@ fn time_rotation() {
     log.record(record(2)).unwrap();
     assert!(log.flush(WAIT));
     // The writer's clock may rotate again after the second line: check every file, in order.
-    let rotated = writer::rotations(&path);
+    let rotated = files::rotations(&path);
     assert!(!rotated.is_empty());
     let mut files: Vec<&Path> = rotated.iter().map(|(_, p)| p.as_path()).collect();
     files.push(&path);

@@ -2,4 +2,5 @@
 //! shipping to an OPA decision-log collector, and signed digests checked by
 //! `keygate audit verify`.
 
+pub mod digest;
 mod event;
