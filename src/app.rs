@@ -11,7 +11,7 @@ use crate::health::HealthMonitor;
 use crate::keys::KeyBackend;
 use crate::keys::software::SoftwareBackend;
 use crate::metrics::backend::MeteredBackend;
-use crate::metrics::{CredentialRecord, Metrics};
+use crate::metrics::{CredentialRecord, Metrics, UploadTotals};
 use crate::policy::decision_log::settings::DigestKey;
 use crate::policy::decision_log::{DecisionLog, DecisionLogConfig, DigestConfig};
 use crate::policy::{Authorizer, PolicyEngine, PolicySet};
@@ -109,6 +109,19 @@ impl App {
                 counters
                     .head_seq
                     .set(i64::try_from(log.head().0).unwrap_or(i64::MAX));
+                if let Some(u) = log.upload_stats() {
+                    counters.set_upload(UploadTotals {
+                        uploaded: u.uploaded(),
+                        failed: u.failed_requests(),
+                        dropped: u.dropped(),
+                        buffer_bytes: u.buffer_bytes(),
+                        shipped_seq: u.shipped_seq(),
+                        failing: u.failing(),
+                    });
+                }
+                if let Some(d) = log.digest_stats() {
+                    counters.set_digests(d.written(), d.failed(), d.digested_seq(), d.last_unix());
+                }
             });
         }
         if let Some(tls) = self.tls.clone() {
@@ -255,6 +268,7 @@ fn open_decision_log(
     c.fail_closed = s.fail_closed;
     c.rotate_bytes = s.rotate_bytes;
     c.rotate_interval = s.rotate_interval;
+    c.upload = s.upload.clone();
     if let Some(d) = &s.digest {
         let signer: Arc<dyn DigestSigner> = match (&d.key, token_signer) {
             (DigestKey::File(path), _) => Arc::new(

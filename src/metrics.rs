@@ -7,8 +7,9 @@
 //! - [`Metrics::sessions_in_use`]: gauge the PKCS#11 backend sets (or `inc`/`dec`s).
 //! - [`Metrics::set_certificate_not_after`]: the TLS layer calls it on every certificate
 //!   (re)load; days to expiry are computed at each scrape, so the gauge never goes stale.
-//! - [`Metrics::decision_log`]: counters of decision-log lines written and lost; or keep
-//!   your own totals and copy them in at scrape time with [`Metrics::on_encode`] and
+//! - [`Metrics::decision_log`]: counters of decision-log lines written and lost, the upload
+//!   to a collector and the signed digests (metrics/decision_log.rs); or keep your own totals
+//!   and copy them in at scrape time with [`Metrics::on_encode`] and
 //!   [`DecisionLogCounters::set_totals`].
 //! - [`Metrics::policy_decision`]: one call per policy evaluation (allow or deny).
 //! - [`Metrics::set_tls_refusals`]: totals of mTLS client certificates refused, by reason
@@ -17,6 +18,7 @@
 //!   elsewhere.
 
 pub mod backend;
+pub mod decision_log;
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -30,6 +32,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
+
+pub use decision_log::{DecisionLogCounters, UploadTotals};
 
 /// The Content-Type of [`Metrics::encode`]'s output (OpenMetrics text, ending in `# EOF`).
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -120,26 +124,6 @@ pub struct CredentialRecord {
     pub keystore: String,
     pub access_key_id: String,
     pub created: Option<SystemTime>,
-}
-
-/// Decision-log counters, for the policy engine's writer.
-#[derive(Debug, Clone, Default)]
-pub struct DecisionLogCounters {
-    /// A line reached the log.
-    pub written: Counter,
-    /// A line was dropped (queue full or write error).
-    pub lost: Counter,
-    /// `seq` of the last line written: an outside record of the log's head, against which
-    /// `keygate audit verify --checkpoint` shows lines cut off the end.
-    pub head_seq: Gauge,
-}
-
-impl DecisionLogCounters {
-    /// Sets both totals (for a writer that keeps its own counts; call from `on_encode`).
-    pub fn set_totals(&self, written: u64, lost: u64) {
-        self.written.inner().store(written, Ordering::Relaxed);
-        self.lost.inner().store(lost, Ordering::Relaxed);
-    }
 }
 
 /// A function run before each scrape.
@@ -241,21 +225,7 @@ impl Metrics {
             "PKCS#11 sessions currently lent out by the backend's session pool",
             self.sessions_in_use.clone(),
         );
-        r.register(
-            "decision_log_lines_written",
-            "Policy decision-log lines written",
-            self.decision_log.written.clone(),
-        );
-        r.register(
-            "decision_log_lines_lost",
-            "Policy decision-log lines lost (dropped when the queue was full, or failed to write)",
-            self.decision_log.lost.clone(),
-        );
-        r.register(
-            "decision_log_head_seq",
-            "seq of the last decision-log line written (a log whose last seq is lower was cut off)",
-            self.decision_log.head_seq.clone(),
-        );
+        self.decision_log.register(r);
         r.register(
             "policy_decisions",
             "Policy decisions by key store and decision (allow|deny)",

@@ -139,6 +139,7 @@ pub(super) fn serve(args: ServeArgs) -> ExitCode {
                     fail_closed: false,
                     rotate_bytes: None,
                     rotate_interval: None,
+                    upload: None,
                     digest: None,
                 });
             }
@@ -154,6 +155,7 @@ pub(super) fn serve(args: ServeArgs) -> ExitCode {
             fail_closed: false,
             rotate_bytes: None,
             rotate_interval: None,
+            upload: None,
             digest: None,
         });
     }

@@ -262,6 +262,15 @@ impl Checker {
         backend: &BackendKind,
     ) -> Option<DecisionLogSettings> {
         let raw = raw?;
+        let upload = raw
+            .upload
+            .and_then(|u| match u.check(base, &mut self.warnings) {
+                Ok(u) => Some(u),
+                Err(p) => {
+                    self.problems.extend(p);
+                    None
+                }
+            });
         let digest = raw.digest.and_then(|d| match d.check(base) {
             Ok(d) => Some(d),
             Err(p) => {
@@ -291,6 +300,7 @@ impl Checker {
             fail_closed: raw.fail_closed.unwrap_or(false),
             rotate_bytes: raw.rotate_bytes,
             rotate_interval: raw.rotate_interval_secs.map(Duration::from_secs),
+            upload,
             digest,
         })
     }

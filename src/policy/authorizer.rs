@@ -36,7 +36,8 @@ pub enum Verdict {
     Deny(Vec<String>),
     /// The policy could not be evaluated: refuse (fail closed).
     Failed(String),
-    /// The policy allowed, but the decision log cannot be written and `fail_closed` is set.
+    /// The policy allowed, but the decision log cannot be written and `fail_closed` is set,
+    /// or cannot be shipped and `require_upload` is set.
     LogUnavailable,
 }
 

@@ -12,7 +12,9 @@
 //! decision_log/writer.rs   the writer thread: seal, append, rotate, checkpoints, digest feed
 //! decision_log/files.rs    the files on disk: open, rotated names, resume, first/last lines
 //! decision_log/digest/     signed digests: format, the writer's feed, the notary thread, verify
+//! decision_log/upload/     shipping to an OPA decision-log collector (its own thread)
 //! decision_log/progress.rs shipped and digested: has this file been settled?
+//! decision_log/settings.rs the [decision_log.upload] and [decision_log.digest] tables
 //! ```
 
 pub mod chain;
@@ -21,6 +23,7 @@ mod files;
 mod line;
 mod progress;
 pub mod settings;
+mod upload;
 mod writer;
 
 use std::path::{Path, PathBuf};
@@ -55,6 +58,8 @@ pub struct DecisionLogConfig {
     pub checkpoint_interval: Duration,
     /// Signed digests (`None`: none are written).
     pub digest: Option<DigestConfig>,
+    /// Shipping to an OPA decision-log collector (`None`: the local file only).
+    pub upload: Option<settings::UploadSettings>,
 }
 
 impl DecisionLogConfig {
@@ -70,6 +75,7 @@ impl DecisionLogConfig {
             retry_interval: Duration::from_secs(1),
             checkpoint_interval: Duration::from_secs(60),
             digest: None,
+            upload: None,
         }
     }
 }
@@ -126,6 +132,11 @@ pub struct DecisionLog {
     /// The notary (digest) thread, joined after the writer at close.
     notary: Arc<std::sync::Mutex<Option<std::thread::JoinHandle<()>>>>,
     digests: Option<Arc<DigestStats>>,
+    /// The uploader, given a last flush after the writer at close.
+    uploader: Arc<std::sync::Mutex<Option<upload::Uploader>>>,
+    uploads: Option<Arc<UploadStats>>,
+    /// Refuse requests while the collector cannot take the log.
+    require_upload: bool,
 }
 
 impl DecisionLog {
@@ -158,7 +169,20 @@ impl DecisionLog {
             }
             None => (None, None, None),
         };
+        let upload = config.upload.clone();
+        let path = config.path.clone();
         let thread = writer::spawn(config, receiver, Arc::clone(&health), feed)?;
+        let require_upload = upload.as_ref().is_some_and(|u| u.require_upload);
+        let (uploads, uploader) = match upload {
+            Some(settings) => {
+                let stats = Arc::new(UploadStats::default());
+                let uploader =
+                    upload::Uploader::start(settings, path.clone(), health.clone(), stats.clone())
+                        .map_err(|reason| DecisionLogError::Open { path, reason })?;
+                (Some(stats), Some(uploader))
+            }
+            None => (None, None),
+        };
         Ok(Self {
             sender,
             health,
@@ -166,6 +190,9 @@ impl DecisionLog {
             thread: Arc::new(std::sync::Mutex::new(Some(thread))),
             notary: Arc::new(std::sync::Mutex::new(notary)),
             digests,
+            uploader: Arc::new(std::sync::Mutex::new(uploader)),
+            uploads,
+            require_upload,
         })
     }
 
@@ -193,14 +220,27 @@ impl DecisionLog {
         };
         // The writer has handed over the shutdown digest and let go of the notary.
         let notary_done = take(&self.notary).is_none_or(|t| join_by(t, deadline));
-        writer_done && notary_done
+        // Every line is on disk: the uploader gets a bounded chance to ship the rest.
+        let uploader = self
+            .uploader
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        let flush_by = deadline.min(Instant::now() + upload::FLUSH_AT_SHUTDOWN);
+        let uploader_done = uploader.is_none_or(|u| u.finish(flush_by));
+        writer_done && notary_done && uploader_done
     }
 
     /// Where `file` (one of this log's files) stands: has every line of it been shipped to
     /// the collector, and is it covered by a signed digest? A step that compresses or deletes
     /// rotated files asks this first (see [`Settled::retirable`]).
     pub fn settled(&self, file: &Path) -> std::io::Result<Settled> {
-        progress::settled(file, None, self.digests.as_deref())
+        progress::settled(file, self.uploads.as_deref(), self.digests.as_deref())
+    }
+
+    /// The uploader's counters, when `[decision_log.upload]` is configured.
+    pub fn upload_stats(&self) -> Option<&UploadStats> {
+        self.uploads.as_deref()
     }
 
     /// The notary's counters, when digests are configured.
@@ -213,9 +253,11 @@ impl DecisionLog {
         self.health.writable.load(Ordering::Acquire)
     }
 
-    /// Whether requests must be refused now (fail-closed mode and the log cannot be written).
+    /// Whether requests must be refused now: fail-closed mode and the log cannot be written,
+    /// or `require_upload` and the collector cannot take the log.
     pub fn refuses_requests(&self) -> bool {
-        self.fail_closed && !self.writable()
+        (self.fail_closed && !self.writable())
+            || (self.require_upload && self.uploads.as_ref().is_some_and(|u| u.failing()))
     }
 
     /// Whether the log is in fail-closed mode.

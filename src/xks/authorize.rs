@@ -73,6 +73,8 @@ pub(super) fn close<T>(judgement: Judgement, result: Result<T, XksError>) -> Res
 
 fn log_unavailable() -> XksError {
     XksError::Internal(
-        "the decision log cannot be written and fail_closed is set; request refused".into(),
+        "the decision log cannot be written (fail_closed) or shipped (require_upload); request \
+         refused"
+            .into(),
     )
 }

@@ -4,3 +4,4 @@
 
 pub mod digest;
 mod event;
+mod upload;

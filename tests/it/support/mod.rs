@@ -4,6 +4,7 @@
 //! condition instead of sleeping a guessed time.
 
 pub mod client;
+pub mod collector;
 pub mod dev;
 pub mod fixtures;
 pub mod own_process;

@@ -1,0 +1,161 @@
+//! The decision log's metrics: lines written and lost, the head, the uploader (events
+//! uploaded, failed requests, events dropped, buffer bytes, how far shipped, whether the
+//! collector is failing) and the digests (written, failed, how far covered, when). The log
+//! keeps its own totals; `App` copies them in at each scrape with [`DecisionLogCounters`]'
+//! setters.
+
+use std::sync::atomic::Ordering;
+
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+/// Decision-log counters, for the policy engine's writer.
+#[derive(Debug, Clone, Default)]
+pub struct DecisionLogCounters {
+    /// A line reached the log.
+    pub written: Counter,
+    /// A line was dropped (queue full or write error).
+    pub lost: Counter,
+    /// `seq` of the last line written: an outside record of the log's head, against which
+    /// `keygate audit verify --checkpoint` shows lines cut off the end.
+    pub head_seq: Gauge,
+    /// Shipping to the collector.
+    pub upload: UploadCounters,
+    /// Signed digests.
+    pub digests: DigestCounters,
+}
+
+/// The uploader's metrics.
+#[derive(Debug, Clone, Default)]
+pub struct UploadCounters {
+    pub uploaded: Counter,
+    pub failed: Counter,
+    pub dropped: Counter,
+    pub buffer_bytes: Gauge,
+    pub shipped_seq: Gauge,
+    pub failing: Gauge,
+}
+
+/// The uploader's totals, as the log keeps them.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct UploadTotals {
+    pub uploaded: u64,
+    pub failed: u64,
+    pub dropped: u64,
+    pub buffer_bytes: u64,
+    pub shipped_seq: u64,
+    pub failing: bool,
+}
+
+/// The digests' metrics.
+#[derive(Debug, Clone, Default)]
+pub struct DigestCounters {
+    pub written: Counter,
+    pub failed: Counter,
+    pub digested_seq: Gauge,
+    pub last_timestamp: Gauge,
+}
+
+impl DecisionLogCounters {
+    /// Sets both totals (for a writer that keeps its own counts; call from `on_encode`).
+    pub fn set_totals(&self, written: u64, lost: u64) {
+        self.written.inner().store(written, Ordering::Relaxed);
+        self.lost.inner().store(lost, Ordering::Relaxed);
+    }
+
+    /// Sets the uploader's totals.
+    pub fn set_upload(&self, t: UploadTotals) {
+        let u = &self.upload;
+        u.uploaded.inner().store(t.uploaded, Ordering::Relaxed);
+        u.failed.inner().store(t.failed, Ordering::Relaxed);
+        u.dropped.inner().store(t.dropped, Ordering::Relaxed);
+        u.buffer_bytes.set(gauge(t.buffer_bytes));
+        u.shipped_seq.set(gauge(t.shipped_seq));
+        u.failing.set(i64::from(t.failing));
+    }
+
+    /// Sets the digests' totals: written, failed, `last_seq` of the newest, its Unix time.
+    pub fn set_digests(&self, written: u64, failed: u64, digested_seq: u64, last_unix: u64) {
+        let d = &self.digests;
+        d.written.inner().store(written, Ordering::Relaxed);
+        d.failed.inner().store(failed, Ordering::Relaxed);
+        d.digested_seq.set(gauge(digested_seq));
+        d.last_timestamp.set(gauge(last_unix));
+    }
+
+    /// Registers every metric under `keygate_decision_log_*`.
+    pub(super) fn register(&self, r: &mut Registry) {
+        r.register(
+            "decision_log_lines_written",
+            "Policy decision-log lines written",
+            self.written.clone(),
+        );
+        r.register(
+            "decision_log_lines_lost",
+            "Policy decision-log lines lost (dropped when the queue was full, or failed to write)",
+            self.lost.clone(),
+        );
+        r.register(
+            "decision_log_head_seq",
+            "seq of the last decision-log line written (a log whose last seq is lower was cut off)",
+            self.head_seq.clone(),
+        );
+        let u = &self.upload;
+        r.register(
+            "decision_log_upload_events_uploaded",
+            "Decision events the OPA collector acknowledged (2xx)",
+            u.uploaded.clone(),
+        );
+        r.register(
+            "decision_log_upload_requests_failed",
+            "Uploads to the collector that failed (refused, non-2xx, timed out); retried with backoff",
+            u.failed.clone(),
+        );
+        r.register(
+            "decision_log_upload_events_dropped",
+            "Decision events never shipped: over upload_size_limit_bytes alone, or their file was gone (they stay in the local log)",
+            u.dropped.clone(),
+        );
+        r.register(
+            "decision_log_upload_buffer_bytes",
+            "Bytes of decision events read from the log and not yet acknowledged by the collector",
+            u.buffer_bytes.clone(),
+        );
+        r.register(
+            "decision_log_upload_shipped_seq",
+            "seq of the last decision-log line the collector acknowledged (compare with head_seq)",
+            u.shipped_seq.clone(),
+        );
+        r.register(
+            "decision_log_upload_failing",
+            "1 while the last upload failed (with require_upload, requests are refused meanwhile)",
+            u.failing.clone(),
+        );
+        let d = &self.digests;
+        r.register(
+            "decision_log_digests_written",
+            "Signed decision-log digests written",
+            d.written.clone(),
+        );
+        r.register(
+            "decision_log_digests_failed",
+            "Decision-log digests that could not be signed or written (their content goes into the next)",
+            d.failed.clone(),
+        );
+        r.register(
+            "decision_log_digest_last_seq",
+            "Head seq the newest signed digest covers",
+            d.digested_seq.clone(),
+        );
+        r.register(
+            "decision_log_digest_last_timestamp_seconds",
+            "Unix time of the newest signed digest (alert when older than the interval)",
+            d.last_timestamp.clone(),
+        );
+    }
+}
+
+fn gauge(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
