@@ -136,6 +136,38 @@ async fn events_arrive_gzipped_complete_and_verifiable_across_rotations() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_collectors_are_trusted_through_the_configured_ca_bundle() {
+    let root = tempfile::tempdir().unwrap();
+    let log = root.path().join("decisions.log");
+    let (collector, ca) = Collector::start_tls(&root.path().join("certs")).await;
+    let mut text = upload_config(&log, &collector.https_url(), "");
+    text.push_str(&format!("ca_cert = {:?}\n", ca.display().to_string()));
+    let server = TestServer::start(&text).await;
+    let mut client = server.client().await;
+    encrypt(&mut client, 5).await;
+    wait_for(PATIENCE, "5 events over HTTPS", || {
+        collector.lines().len() == 5
+    })
+    .await;
+    copy_verifies(&collector, root.path());
+    server.stop().await;
+    // A collector whose certificate the bundle does not vouch for gets nothing.
+    let other = tempfile::tempdir().unwrap();
+    let (stranger, _) = Collector::start_tls(other.path()).await;
+    let mut text = upload_config(&root.path().join("second.log"), &stranger.https_url(), "");
+    text.push_str(&format!("ca_cert = {:?}\n", ca.display().to_string()));
+    let server = TestServer::start(&text).await;
+    let mut client = server.client().await;
+    encrypt(&mut client, 1).await;
+    wait_for(PATIENCE, "the untrusted collector refused", || {
+        metric(&server.metrics(), FAILED) >= 1.0
+    })
+    .await;
+    assert!(stranger.lines().is_empty() && stranger.requests() == 0);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_collector_down_for_a_while_gets_everything_afterwards() {
     let root = tempfile::tempdir().unwrap();
     let log = root.path().join("decisions.log");

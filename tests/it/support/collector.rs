@@ -2,7 +2,7 @@
 //! `POST /logs` with a gzip'd JSON array, checks the encoding and the array, and keeps each
 //! event's exact line once (by `seq`, as a collector deduplicating retries does), so the copy
 //! can be checked with `keygate audit verify`. It can answer with an error status, or hang,
-//! instead of storing.
+//! instead of storing; it speaks HTTPS with a development certificate when asked.
 
 use std::io::Read as _;
 use std::net::SocketAddr;
@@ -57,6 +57,39 @@ impl Collector {
 
     /// A collector on `addr` (a port reserved earlier, to come up where keygate points).
     pub async fn start_on(addr: SocketAddr) -> Collector {
+        Self::serve(addr, None).await
+    }
+
+    /// An HTTPS collector on 127.0.0.1:0 with a development certificate set written to
+    /// `dir`; returns it and the CA file clients must trust.
+    pub async fn start_tls(dir: &Path) -> (Collector, std::path::PathBuf) {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let set = keygate::dev::certs::write_dev_set(dir, &Default::default()).unwrap();
+        let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&set.server.cert)
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        let key = PrivateKeyDer::from_pem_file(&set.server.key).unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(chain, key)
+            .unwrap();
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let collector = Self::serve("127.0.0.1:0".parse().unwrap(), Some(acceptor)).await;
+        (collector, set.ca.cert)
+    }
+
+    /// HTTPS URL of a `start_tls` collector.
+    pub fn https_url(&self) -> String {
+        format!("https://localhost:{}", self.addr.port())
+    }
+
+    async fn serve(addr: SocketAddr, tls: Option<tokio_rustls::TlsAcceptor>) -> Collector {
         let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let state = Arc::new(State {
@@ -74,14 +107,24 @@ impl Collector {
                     return;
                 };
                 let state = shared.clone();
+                let tls = tls.clone();
                 tokio::spawn(async move {
                     let service = hyper::service::service_fn(move |req| {
                         let state = state.clone();
                         async move { Ok::<_, std::convert::Infallible>(handle(&state, req).await) }
                     });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(tcp), service)
-                        .await;
+                    let http = hyper::server::conn::http1::Builder::new();
+                    match tls {
+                        None => {
+                            let _ = http.serve_connection(TokioIo::new(tcp), service).await;
+                        }
+                        Some(acceptor) => {
+                            let Ok(stream) = acceptor.accept(tcp).await else {
+                                return;
+                            };
+                            let _ = http.serve_connection(TokioIo::new(stream), service).await;
+                        }
+                    }
                 });
             }
         });
