@@ -235,10 +235,14 @@ fn read_lines(
         };
         offset += n as u64;
         pending.extend_from_slice(chunk);
-        while let Some(end) = pending.iter().position(|b| *b == b'\n') {
-            let rest = pending.split_off(end + 1);
-            let mut text = std::mem::replace(&mut pending, rest);
-            text.pop();
+        // Each complete line is copied out once; the rest moves to the front once per read.
+        let mut start = 0;
+        while let Some(end) = pending
+            .get(start..)
+            .and_then(|rest| rest.iter().position(|b| *b == b'\n'))
+            .map(|at| start + at)
+        {
+            let text = pending.get(start..end).unwrap_or_default().to_vec();
             let seq = seq_of(&text).unwrap_or(prev + 1);
             if seq > head || taken >= max {
                 return Ok(out);
@@ -247,7 +251,9 @@ fn read_lines(
             taken += text.len();
             let len = text.len() as u64 + 1;
             out.push((text, seq, len));
+            start = end + 1;
         }
+        pending.drain(..start);
         if pending.len() > MAX_LINE {
             return Err(std::io::Error::new(
                 std::io::ErrorKind::InvalidData,
@@ -257,16 +263,15 @@ fn read_lines(
     }
 }
 
-/// The `seq` member of a line (the hash is checked by the collector's verifier, not here).
+/// The `seq` member of a line, found near its start (after `decision_id`); the hash is the
+/// collector's verifier's business, not the uploader's.
 fn seq_of(text: &[u8]) -> Option<u64> {
-    let text = std::str::from_utf8(text).ok()?;
-    let at = text.find(",\"seq\":")? + 7;
-    let digits: String = text
-        .get(at..)?
-        .chars()
-        .take_while(char::is_ascii_digit)
-        .collect();
-    digits.parse().ok()
+    const KEY: &[u8] = b",\"seq\":";
+    let head = text.get(..text.len().min(256))?;
+    let at = head.windows(KEY.len()).position(|w| w == KEY)? + KEY.len();
+    let digits = text.get(at..)?;
+    let len = digits.iter().take_while(|b| b.is_ascii_digit()).count();
+    std::str::from_utf8(digits.get(..len)?).ok()?.parse().ok()
 }
 
 /// `seq` of the line starting at `offset`.
