@@ -272,18 +272,26 @@ async fn the_real_servers_digests_verify_and_every_attack_is_named() {
     let (ok, out) = verify(e.path(), &["decisions.log"], "digest-pub.pem");
     assert!(!ok && out.contains("digest 2 is missing"), "{out}");
 
-    // A digest signed by another key: verified against that key instead, it fails on the rest.
+    // A digest replaced by one signed by another key (whoever holds the files, not the key).
     let e = evidence(&root);
-    let other = tempfile::tempdir().unwrap();
-    openssl_key(other.path());
-    std::fs::copy(
-        other.path().join("digest-pub.pem"),
-        e.path().join("other-pub.pem"),
+    let target = digests(e.path())[1].clone();
+    let text = std::fs::read_to_string(&target).unwrap();
+    let (mut forged, _, _) = keygate::policy::decision_log::digest::open(&text).unwrap();
+    let (_, theirs) = keygate::signing::Ed25519FileKey::generate().unwrap();
+    use keygate::signing::DigestSigner;
+    forged.key_fingerprint = theirs.public_key().fingerprint();
+    forged.reason = keygate::policy::decision_log::digest::Reason::Interval;
+    let body = forged.body();
+    let signature = b64(&theirs.sign(body.as_bytes()).unwrap());
+    std::fs::write(
+        &target,
+        keygate::policy::decision_log::digest::seal(&body, &signature),
     )
     .unwrap();
-    let (ok, out) = verify(e.path(), &["decisions.log"], "other-pub.pem");
+    let (ok, out) = verify(e.path(), &["decisions.log"], "digest-pub.pem");
+    let name = target.file_name().unwrap().to_str().unwrap();
     assert!(
-        !ok && out.contains("signed by another key") && out.contains("digest-00000001"),
+        !ok && out.contains("signed by another key") && out.contains(name),
         "{out}"
     );
 }

@@ -362,3 +362,41 @@ fn rotation_writes_a_digest_of_the_complete_file_and_settles_it() {
     assert!(b.file.ends_with(".1"), "{b}");
     assert!(b.reason.contains("do not have the SHA-256"), "{b}");
 }
+
+#[test]
+fn a_digest_that_cannot_be_written_is_counted_and_folded_into_the_next() {
+    let s = Setup::new();
+    let log = DecisionLog::open(s.config(Duration::from_millis(200))).unwrap();
+    let stats = log.digest_stats().unwrap();
+    let wait = |what: &str, done: &dyn Fn() -> bool| {
+        let deadline = std::time::Instant::now() + WAIT;
+        while !done() {
+            assert!(std::time::Instant::now() < deadline, "{what}");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    };
+    wait("the start digest", &|| stats.written() >= 1);
+    // The directory is replaced by a file: digests cannot be written.
+    let aside = s.digests.with_extension("aside");
+    std::fs::rename(&s.digests, &aside).unwrap();
+    std::fs::write(&s.digests, "not a directory").unwrap();
+    log.record(record(1)).unwrap();
+    wait("a failed digest", &|| stats.failed() >= 1);
+    let written = stats.written();
+    std::fs::remove_file(&s.digests).unwrap();
+    std::fs::rename(&aside, &s.digests).unwrap();
+    wait("a digest again", &|| stats.written() > written);
+    assert!(log.close(WAIT));
+    // The digest after the failure still names the first line added while it failed, and the
+    // chain has no gap: a failed digest takes no number.
+    let digests: Vec<Digest> = s
+        .digest_files()
+        .iter()
+        .map(|p| open(&std::fs::read_to_string(p).unwrap()).unwrap().0)
+        .collect();
+    assert!(
+        digests.iter().any(|d| d.first_seq == Some(1)),
+        "{digests:?}"
+    );
+    s.verify_now().unwrap();
+}
