@@ -169,16 +169,24 @@ impl DecisionLog {
             }
             None => (None, None, None),
         };
-        let upload = config.upload.clone();
         let path = config.path.clone();
+        let require_upload = config.upload.as_ref().is_some_and(|u| u.require_upload);
+        let open_err = |reason| DecisionLogError::Open {
+            path: path.clone(),
+            reason,
+        };
+        let upload = match config.upload.clone() {
+            Some(settings) => Some(upload::Uploader::prepare(settings).map_err(open_err)?),
+            None => None,
+        };
         let thread = writer::spawn(config, receiver, Arc::clone(&health), feed)?;
-        let require_upload = upload.as_ref().is_some_and(|u| u.require_upload);
+        // The writer has resumed the log and published its head: the uploader may read.
         let (uploads, uploader) = match upload {
-            Some(settings) => {
+            Some(prepared) => {
                 let stats = Arc::new(UploadStats::default());
                 let uploader =
-                    upload::Uploader::start(settings, path.clone(), health.clone(), stats.clone())
-                        .map_err(|reason| DecisionLogError::Open { path, reason })?;
+                    upload::Uploader::start(prepared, path.clone(), health.clone(), stats.clone())
+                        .map_err(open_err)?;
                 (Some(stats), Some(uploader))
             }
             None => (None, None),

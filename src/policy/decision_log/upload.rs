@@ -45,14 +45,27 @@ pub(crate) struct Uploader {
 }
 
 impl Uploader {
-    /// Starts shipping the log at `path`. A bad URL or CA bundle fails here.
+    /// Checks the collector's URL and CA bundle: what can fail before the writer starts.
+    pub fn prepare(settings: UploadSettings) -> Result<Prepared, String> {
+        let collector = Collector::new(&settings)?;
+        Ok(Prepared {
+            settings,
+            collector,
+        })
+    }
+
+    /// Starts shipping the log at `path`, once the writer has resumed it (so its head is
+    /// known).
     pub fn start(
-        settings: UploadSettings,
+        prepared: Prepared,
         path: PathBuf,
         health: Arc<Health>,
         stats: Arc<UploadStats>,
     ) -> Result<Self, String> {
-        let collector = Collector::new(&settings)?;
+        let Prepared {
+            settings,
+            collector,
+        } = prepared;
         let state = state_path(&path);
         let saved = read_state(&state);
         if let Some(p) = &saved {
@@ -83,6 +96,13 @@ impl Uploader {
         let _ = self.stop.send(Some(deadline));
         super::join_by(self.thread, deadline + Duration::from_millis(200))
     }
+}
+
+/// An uploader whose collector settings are checked, not yet started.
+#[derive(Debug)]
+pub(crate) struct Prepared {
+    settings: UploadSettings,
+    collector: Collector,
 }
 
 /// The uploader thread's state.

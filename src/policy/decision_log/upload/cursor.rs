@@ -71,6 +71,17 @@ impl Cursor {
 
     /// Reads complete lines with `seq <= head`, at most about `max_bytes` of them.
     pub fn read(&mut self, max_bytes: usize, head: u64) -> std::io::Result<Vec<Line>> {
+        if self.last_seq > head {
+            // The saved position is past the log's head: the log was replaced or rewound
+            // since. Ship the log there is, from its start.
+            tracing::warn!(
+                saved = self.last_seq,
+                head,
+                "the decision-log upload position is past the log's head; shipping from the start"
+            );
+            self.file = None;
+            self.last_seq = 0;
+        }
         let mut lines = Vec::new();
         let mut taken = 0usize;
         // File switches in a row without a line read (a gap the files cannot fill).
