@@ -31,16 +31,19 @@ fn input<'a>(
     at: u64,
 ) -> PolicyInput<'a> {
     PolicyInput {
+        interface: keygate::policy::Interface::Xks,
         operation: "Decrypt",
         keystore: "finance",
         uri_prefix: "/finance",
         key_id: "financial-reports",
         request_metadata: m,
-        access_key_id: "BETWEEN2TENAND3TENCHARACTERS",
-        source_ip: ip.parse().unwrap_or(std::net::IpAddr::from([127, 0, 0, 1])),
+        access_key_id: Some("BETWEEN2TENAND3TENCHARACTERS"),
+        source_ip: Some(ip.parse().unwrap_or(std::net::IpAddr::from([127, 0, 0, 1]))),
         client_subject: Some("CN=cks.kms.us-east-1.amazonaws.com"),
         time: SystemTime::UNIX_EPOCH + Duration::from_secs(at),
         aad_length: 31,
+        request_uid: None,
+        peer: None,
     }
 }
 

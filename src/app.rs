@@ -1,6 +1,7 @@
 //! `App`: the composition root. Built once from a checked `Config`, it opens the key backend,
-//! the policy engine and the decision log, wires them into the [`Authorizer`] and the XKS
-//! door's [`xks::Service`], and hands each part out as a narrow handle. No globals.
+//! the policy engine and the decision log, wires them into the [`Authorizer`], the XKS
+//! door's [`xks::Service`] and the KMS v2 door's [`kms_v2::Door`], and hands each part out as
+//! a narrow handle. No globals.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -17,7 +18,7 @@ use crate::policy::decision_log::{DecisionLog, DecisionLogConfig, DigestConfig};
 use crate::policy::{Authorizer, PolicyEngine, PolicySet};
 use crate::server::tls::{Refusals, TlsReloader};
 use crate::signing::{DigestSigner, Ed25519FileKey};
-use crate::xks;
+use crate::{kms_v2, xks};
 
 pub use crate::xks::keystore::{Keystore, Keystores};
 
@@ -41,6 +42,8 @@ pub struct App {
     pub policy_dir: Option<PathBuf>,
     /// HTTPS on the XKS listener (`None`: plain HTTP), reloadable.
     pub tls: Option<Arc<TlsReloader>>,
+    /// The Kubernetes KMS v2 door, when `[kms_v2]` is configured.
+    pub kms_v2: Option<Arc<kms_v2::Door>>,
 }
 
 impl App {
@@ -62,13 +65,20 @@ impl App {
                 token_signer = token_digest_signer(config, &b)?;
                 (Arc::new(b), None)
             }
+            BackendKind::OpenBao(settings) => {
+                let b = crate::keys::openbao::OpenBaoBackend::open(settings)?;
+                (Arc::new(b), None)
+            }
         };
         let backend: Arc<dyn KeyBackend> = Arc::new(MeteredBackend::new(backend, metrics.clone()));
-        let health = Arc::new(HealthMonitor::new(
-            backend.clone(),
-            config.backend.health_key.clone(),
-            config.server.fleet_size,
-        ));
+        let health = Arc::new(
+            HealthMonitor::new(
+                backend.clone(),
+                config.backend.health_key.clone(),
+                config.server.fleet_size,
+            )
+            .with_metrics(metrics.clone()),
+        );
         let tls = match &config.tls {
             Some(t) => {
                 let m = metrics.clone();
@@ -86,8 +96,18 @@ impl App {
             authorizer: authorizer.clone(),
             health: health.clone(),
         };
+        let kms_v2 = config.kms_v2.clone().map(|settings| {
+            let handles = kms_v2::Handles {
+                keys: backend.clone(),
+                authorizer: authorizer.clone(),
+                health: health.clone(),
+            };
+            let grace = config.limits.shutdown_grace;
+            Arc::new(kms_v2::Door::new(settings, handles, metrics.clone(), grace))
+        });
         let app = App {
             xks: Arc::new(xks::Service::new(config, handles, metrics.clone())),
+            kms_v2,
             backend,
             software,
             health,
@@ -100,15 +120,26 @@ impl App {
         Ok(app)
     }
 
-    /// Copies the decision log's and the TLS layer's counters into the metrics at each scrape.
+    /// Copies the decision log's, the TLS layer's and the key backend's state into the
+    /// metrics at each scrape.
     fn export_gauges(&self) {
         if let Some(log) = self.authorizer.decision_log().cloned() {
+            // The stats, not the Authorizer: it holds the metrics, which hold this sampler.
+            let stats = self.authorizer.stats().clone();
             self.metrics.on_encode(move |m| {
                 let counters = m.decision_log();
-                counters.set_totals(log.written(), log.lost());
-                counters
-                    .head_seq
-                    .set(i64::try_from(log.head().0).unwrap_or(i64::MAX));
+                // Lines first: every line written was judged before, so judged >= done.
+                let (written, lost) = (log.written(), log.lost());
+                let stats = stats.snapshot();
+                counters.set_totals(written, lost);
+                counters.set_failures(log.write_errors(), stats.log_refusals);
+                counters.head_seq.set(saturating_i64(log.head().0));
+                counters.enabled.set(1);
+                counters.fail_closed.set(i64::from(log.fail_closed()));
+                counters.writable.set(i64::from(log.writable()));
+                let judged = stats.allowed + stats.denied + stats.errors;
+                let pending = judged.saturating_sub(written + lost);
+                counters.pending.set(saturating_i64(pending));
                 if let Some(u) = log.upload_stats() {
                     counters.set_upload(UploadTotals {
                         uploaded: u.uploaded(),
@@ -124,6 +155,13 @@ impl App {
                 }
             });
         }
+        // Weak: the metered backend holds the metrics, which hold this sampler.
+        let backend = Arc::downgrade(&self.backend);
+        self.metrics.on_encode(move |m| {
+            if let Some(b) = backend.upgrade() {
+                m.set_key_versions(&b.current_versions_created());
+            }
+        });
         if let Some(tls) = self.tls.clone() {
             self.metrics.on_encode(move |m| {
                 let totals: Vec<_> = tls
@@ -175,6 +213,14 @@ impl App {
                 }
             }
         }
+        if let Some(door) = &self.kms_v2 {
+            let s = door.settings();
+            for k in std::iter::once(&s.key).chain(&s.previous_keys) {
+                if self.backend.key_info(k).await.is_err() {
+                    missing.push((s.name.clone(), k.clone()));
+                }
+            }
+        }
         missing
     }
 
@@ -194,11 +240,16 @@ impl App {
     }
 }
 
+fn saturating_i64(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
 /// The backend's name for build info, known before the backend is opened.
 fn backend_name(kind: &BackendKind) -> &'static str {
     match kind {
         BackendKind::Software { .. } => "software",
         BackendKind::Pkcs11(_) => "pkcs11",
+        BackendKind::OpenBao(_) => "openbao",
     }
 }
 

@@ -79,7 +79,9 @@ pub fn main() -> ExitCode {
         Command::Config(ConfigCommand::Check { file }) => config_check(&file),
         Command::Keys(a) => keys::keys(a),
         Command::Keystore(c) => keys::keystore(c),
-        Command::Policy(a) => report(crate::policy::cli::run_policy(&a, &mut std::io::stdout())),
+        Command::Policy(a) => {
+            policy_command(crate::policy::cli::run_policy(&a, &mut std::io::stdout()))
+        }
         Command::Audit(a) => audit::run(a),
         Command::Certs(c) => certs::run(c),
         Command::Conformance(a) => client_command(crate::client::run_conformance(a)),
@@ -110,6 +112,17 @@ fn client_command(run: impl std::future::Future<Output = anyhow::Result<ExitCode
                 _ => ExitCode::FAILURE,
             }
         }
+    }
+}
+
+/// `policy ...`: an input file not shaped like the policy input exits 64.
+fn policy_command(outcome: anyhow::Result<ExitCode>) -> ExitCode {
+    match outcome {
+        Err(e) if e.is::<crate::policy::cli::InputProblems>() => {
+            eprintln!("keygate: {e:#}");
+            ExitCode::from(EXIT_USAGE)
+        }
+        other => report(other),
     }
 }
 

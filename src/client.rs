@@ -30,7 +30,8 @@ pub struct ConnArgs {
     /// Base URL of the proxy, e.g. https://xks.example.com or http://127.0.0.1:8080.
     #[arg(long)]
     pub url: String,
-    /// URI path prefix of the key store ("" for none), e.g. /tenant-a.
+    /// URI path prefix of the key store ("" for none), e.g. /tenant-a; the whole URI path
+    /// (/tenant-a/kms/xks/v1, as the dev banner and the KMS console show it) works too.
     #[arg(long, default_value = "")]
     pub prefix: String,
     /// SigV4 access key id of the key store.

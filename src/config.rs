@@ -5,11 +5,15 @@
 //! config/raw.rs      the file as serde reads it (every field optional where it may be left out)
 //! config/check.rs    the Checker: raw -> checked, collecting every problem and warning
 //!   check/keystores.rs  key stores, URI prefixes, credentials and their secrets
+//!   check/kms_v2.rs     the KMS v2 plugin door
 //! config/checked.rs  the checked types the rest of keygate reads
+//! config/edit.rs     changes keygate writes into the file itself (`keys create --keystore`),
+//!                    keeping its comments and layout
 //! ```
 
 mod check;
 mod checked;
+pub mod edit;
 mod raw;
 
 use std::path::Path;
@@ -19,8 +23,8 @@ pub use check::{
     check_prefix,
 };
 pub use checked::{
-    BackendKind, BackendSettings, Config, DecisionLogSettings, KeystoreSettings, LimitSettings,
-    PolicySettings, ServerSettings,
+    BackendKind, BackendSettings, Config, DecisionLogSettings, KeystoreSettings, KmsV2Settings,
+    LimitSettings, PolicySettings, ServerSettings,
 };
 use raw::RawConfig;
 

@@ -6,6 +6,7 @@
 //!
 //! ```text
 //! dev/certs.rs           dev CA, server and client certificates (`certs dev`, `serve --dev`)
+//! dev/openbao.rs         `serve --dev --backend openbao` (Transit mount, keys, policy, token)
 //! dev/softhsm2.rs        `serve --dev --backend softhsm2`
 //!   softhsm2/token.rs    a SoftHSMv2 token in a directory of its own (also for tests, benches)
 //! ```
@@ -20,6 +21,7 @@ use crate::keys::software::SoftwareAdmin;
 use crate::keys::{KeyAdmin, KeyUsage};
 
 pub mod certs;
+pub mod openbao;
 pub mod softhsm2;
 
 /// The keys a conformance run conventionally expects, with their usage.
@@ -123,25 +125,42 @@ fn dev_config(
     t
 }
 
-fn write_private(path: &Path, text: &str) -> Result<(), String> {
+pub(crate) fn write_private(path: &Path, text: &str) -> Result<(), String> {
     std::fs::write(path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
         .map_err(|e| format!("cannot chmod {}: {e}", path.display()))
 }
 
+/// What the dev banner shows.
+#[derive(Debug, Clone, Copy)]
+pub struct Banner<'a> {
+    pub config_dir: &'a Path,
+    pub addr: SocketAddr,
+    pub prefix: &'a str,
+    pub access_key_id: &'a str,
+    pub backend_kind: &'a str,
+    /// The development CA of an HTTPS dev server: the command then uses https and --cacert.
+    pub ca: Option<&'a Path>,
+    pub decision_log: Option<&'a Path>,
+    /// The KMS v2 plugin's socket, when served.
+    pub kms_v2_socket: Option<&'a Path>,
+}
+
 /// The banner printed when a dev server starts: where it is, and a curl command to call it.
-/// With `ca` (the development CA of an HTTPS dev server) the command uses https and --cacert.
-pub fn banner(
-    config_dir: &Path,
-    addr: SocketAddr,
-    prefix: &str,
-    access_key_id: &str,
-    backend_kind: &str,
-    ca: Option<&Path>,
-    decision_log: Option<&Path>,
-) -> String {
+pub fn banner(b: &Banner<'_>) -> String {
+    let Banner {
+        config_dir,
+        addr,
+        prefix,
+        access_key_id,
+        backend_kind,
+        ca,
+        decision_log,
+        kms_v2_socket,
+    } = *b;
     let protection = match backend_kind {
         "pkcs11" => "in a SoftHSMv2 token via PKCS#11",
+        "openbao" => "in OpenBao Transit",
         _ => "software, NOT HSM-protected",
     };
     let secret_file = config_dir.join(SECRET_NAME);
@@ -154,8 +173,11 @@ pub fn banner(
         || "none (--decision-log FILE to write one)".to_owned(),
         |p| p.display().to_string(),
     );
+    let kms_v2 = kms_v2_socket.map_or_else(String::new, |p| {
+        format!("  kms v2 socket:  unix://{}\n", p.display())
+    });
     format!(
-        "keygate dev server\n  endpoint:       {scheme}://{addr}\n  uri path:       {prefix}/kms/xks/v1\n  access key id:  {access_key_id}\n  secret:         in {secret}\n  decision log:   {log}\n  keys:           foo, encrypt_only_key, decrypt_only_key, impotent_key ({protection})\n\nTry it:\n  curl -sS {cacert}--aws-sigv4 \"aws:amz:us-east-1:kms-xks-proxy\" \\\n    --user \"{access_key_id}:$(cat {secret})\" \\\n    -H \"Content-Type: application/json\" \\\n    -d '{{\"requestMetadata\":{{\"awsPrincipalArn\":\"arn:aws:iam::111122223333:user/alice\",\"kmsKeyArn\":\"arn:aws:kms:us-east-1:111122223333:key/dev\",\"kmsOperation\":\"Encrypt\",\"kmsRequestId\":\"dev-1\"}},\"plaintext\":\"SGVsbG8gV29ybGQh\",\"encryptionAlgorithm\":\"AES_GCM\"}}' \\\n    {base}/keys/foo/encrypt\n",
+        "keygate dev server\n  endpoint:       {scheme}://{addr}\n  uri path:       {prefix}/kms/xks/v1\n  access key id:  {access_key_id}\n  secret:         in {secret}\n  decision log:   {log}\n{kms_v2}  keys:           foo, encrypt_only_key, decrypt_only_key, impotent_key ({protection})\n\nTry it:\n  curl -sS {cacert}--aws-sigv4 \"aws:amz:us-east-1:kms-xks-proxy\" \\\n    --user \"{access_key_id}:$(cat {secret})\" \\\n    -H \"Content-Type: application/json\" \\\n    -d '{{\"requestMetadata\":{{\"awsPrincipalArn\":\"arn:aws:iam::111122223333:user/alice\",\"kmsKeyArn\":\"arn:aws:kms:us-east-1:111122223333:key/dev\",\"kmsOperation\":\"Encrypt\",\"kmsRequestId\":\"dev-1\"}},\"plaintext\":\"SGVsbG8gV29ybGQh\",\"encryptionAlgorithm\":\"AES_GCM\"}}' \\\n    {base}/keys/foo/encrypt\n",
         secret = secret_file.display(),
     )
 }

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::Mutex;
 
 use crate::keys::{EkmInstance, HealthStatus, KeyBackend};
+use crate::metrics::Metrics;
 use crate::xks::api::{EkmFleetEntry, HealthResponse};
 
 /// A cached result older than this is refreshed before answering.
@@ -23,6 +24,8 @@ pub struct HealthMonitor {
     health_key: String,
     fleet_size: u32,
     cached: Mutex<Option<(Instant, HealthResponse)>>,
+    /// Where each check's instance statuses are recorded, if anywhere.
+    metrics: Option<Arc<Metrics>>,
 }
 
 impl HealthMonitor {
@@ -32,7 +35,14 @@ impl HealthMonitor {
             health_key,
             fleet_size,
             cached: Mutex::new(None),
+            metrics: None,
         }
+    }
+
+    /// Records every check's outcome (instances by status) into `metrics`.
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
     }
 
     /// The cached status, refreshed first when it is older than [`MAX_AGE`].
@@ -80,6 +90,9 @@ impl HealthMonitor {
                 "deep health check took over {CHECK_TIMEOUT:?}"
             ))],
         };
+        if let Some(m) = &self.metrics {
+            m.set_backend_health(&instances);
+        }
         for i in instances
             .iter()
             .filter(|i| i.status != HealthStatus::Active)

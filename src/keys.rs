@@ -1,9 +1,11 @@
-//! Key backends: the one trait every key store implementation (software, PKCS#11) provides,
+//! Key backends: the one trait every key store implementation (software, PKCS#11, OpenBao
+//! Transit) provides,
 //! the key facts it reports, and its error type.
 //!
 //! Backends do raw AES-256-GCM with a fully built AAD; the XKS framing (AAD layout,
 //! ciphertext metadata, CDIV) lives in `xks::envelope` and never reaches a backend.
 
+pub mod openbao;
 pub mod pkcs11;
 pub mod software;
 
@@ -240,6 +242,13 @@ pub trait KeyBackend: Send + Sync + fmt::Debug {
     /// Deep check: an encrypt and a decrypt on the dedicated health key, never a customer key.
     /// One entry per key-manager instance (1 to 10).
     async fn health(&self, health_key: &str) -> Vec<EkmInstance>;
+
+    /// When each key's current version was created (its creation or last rotation), for the
+    /// keys whose backend records it; from memory, never a call to the key manager. The
+    /// default knows none (a PKCS#11 token does not say).
+    fn current_versions_created(&self) -> Vec<(String, std::time::SystemTime)> {
+        Vec::new()
+    }
 }
 
 /// One row of `keygate keys list`.

@@ -1,5 +1,5 @@
-//! keygate: an AWS KMS External Key Store (XKS) proxy, built as a gate engine with front
-//! doors and key backends. Arrows point one way (down):
+//! keygate: an AWS KMS External Key Store (XKS) proxy and Kubernetes KMS v2 plugin, built as a
+//! gate engine with front doors and key backends. Arrows point one way (down):
 //!
 //! ```text
 //! front door  server.rs        accept under caps (server/conn_cap.rs), TLS (server/tls.rs), drain
@@ -11,6 +11,10 @@
 //! policy      policy.rs        Rego on regorus; policy/authorizer.rs: Authorizer::judge and
 //!                              Judgement::record, the only way a decision line is written;
 //!                              policy/decision_log/ the hash-chained log (one writer thread)
+//! front door  kms_v2/listener.rs  Kubernetes KMS v2 on a Unix socket (kms_v2/socket.rs):
+//!                              SO_PEERCRED, gRPC over HTTP/2 (kms_v2/service.rs), drain
+//! gate        kms_v2.rs        check -> judge (the same Authorizer) -> key operation
+//!                              (kms_v2/envelope.rs) -> close; kms_v2/error.rs -> gRPC codes
 //! keys        keys.rs          trait KeyBackend: keys/software/ (aes-gcm), keys/pkcs11/ (cryptoki)
 //! ```
 //!
@@ -30,6 +34,7 @@ pub mod credentials;
 pub mod dev;
 pub mod health;
 pub mod keys;
+pub mod kms_v2;
 pub mod metrics;
 pub mod policy;
 pub mod random;

@@ -7,20 +7,30 @@
 //! - [`Metrics::sessions_in_use`]: gauge the PKCS#11 backend sets (or `inc`/`dec`s).
 //! - [`Metrics::set_certificate_not_after`]: the TLS layer calls it on every certificate
 //!   (re)load; days to expiry are computed at each scrape, so the gauge never goes stale.
-//! - [`Metrics::decision_log`]: counters of decision-log lines written and lost, the upload
-//!   to a collector and the signed digests (metrics/decision_log.rs); or keep your own totals
-//!   and copy them in at scrape time with [`Metrics::on_encode`] and
+//! - [`Metrics::decision_log`]: counters of decision-log lines written and lost; or keep
+//!   your own totals and copy them in at scrape time with [`Metrics::on_encode`] and
 //!   [`DecisionLogCounters::set_totals`].
 //! - [`Metrics::policy_decision`]: one call per policy evaluation (allow or deny).
 //! - [`Metrics::set_tls_refusals`]: totals of mTLS client certificates refused, by reason
 //!   (copied in at scrape time from the TLS layer's counters).
+//! - [`Metrics::record_sigv4_refusal`], [`Metrics::record_policy_refusal`]: unauthorized
+//!   requests by stage and reason (`metrics/unauthorized.rs`).
+//! - [`Metrics::set_backend_health`], [`Metrics::set_key_versions`]: the key backend's
+//!   instances by health status and its keys' version ages (`metrics/keys.rs`).
 //! - [`Metrics::on_encode`]: a function run before every scrape, to sample values kept
 //!   elsewhere.
+//!
+//! Families live in `metrics/*.rs` once they are more than a counter: credential ages,
+//! the decision log, unauthorized requests, the key backend's state.
+//! The KMS v2 door's calls, latency and refused connections: [`Metrics::kms_v2`].
 
+mod audit;
 pub mod backend;
-pub mod decision_log;
+mod credentials;
+mod keys;
+pub mod kms_v2;
+mod unauthorized;
 
-use std::collections::HashMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
@@ -33,7 +43,9 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
 
-pub use decision_log::{DecisionLogCounters, UploadTotals};
+pub use audit::{DecisionLogCounters, UploadTotals};
+pub use credentials::CredentialRecord;
+pub use unauthorized::PolicyRefusal;
 
 /// The Content-Type of [`Metrics::encode`]'s output (OpenMetrics text, ending in `# EOF`).
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -77,13 +89,6 @@ struct AccessKeyLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct CredentialAgeLabels {
-    keystore: String,
-    access_key_id: String,
-    since: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ShedLabels {
     keystore: String,
     reason: String,
@@ -105,6 +110,11 @@ struct ReasonLabel {
     reason: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ListenerLabel {
+    listener: &'static str,
+}
+
 /// What one served request contributes to the metrics.
 #[derive(Debug, Clone, Copy)]
 pub struct RequestRecord<'a> {
@@ -116,14 +126,6 @@ pub struct RequestRecord<'a> {
     /// The SigV4 access key id that authenticated the request, if it got that far.
     pub access_key_id: Option<&'a str>,
     pub latency: Duration,
-}
-
-/// A credential as configured: when it was created, if the config says.
-#[derive(Debug, Clone)]
-pub struct CredentialRecord {
-    pub keystore: String,
-    pub access_key_id: String,
-    pub created: Option<SystemTime>,
 }
 
 /// A function run before each scrape.
@@ -147,10 +149,11 @@ pub struct Metrics {
     sessions_in_use: Gauge,
     decision_log: DecisionLogCounters,
     policy: Family<PolicyLabels, Counter>,
-    credential_age: Family<CredentialAgeLabels, Gauge>,
-    /// (keystore, access key id) -> (when it starts counting, whether from `created`).
-    credentials: Mutex<HashMap<(String, String), (SystemTime, bool)>>,
+    credentials: credentials::CredentialAges,
+    unauthorized: unauthorized::Unauthorized,
+    keys: keys::KeyState,
     cert_expiry_days: Gauge<f64, AtomicU64>,
+    cert_not_after_ts: Family<ListenerLabel, Gauge>,
     cert_not_after: Mutex<Option<SystemTime>>,
     samplers: Mutex<Vec<Sampler>>,
     in_flight: Gauge,
@@ -158,6 +161,7 @@ pub struct Metrics {
     reloads: Family<ResultLabel, Counter>,
     tls_refusals: Family<ReasonLabel, Counter>,
     connections_refused: Family<ReasonLabel, Counter>,
+    kms_v2: kms_v2::KmsV2Metrics,
 }
 
 impl Metrics {
@@ -173,9 +177,11 @@ impl Metrics {
             sessions_in_use: Gauge::default(),
             decision_log: DecisionLogCounters::default(),
             policy: Family::default(),
-            credential_age: Family::default(),
-            credentials: Mutex::new(HashMap::new()),
+            credentials: credentials::CredentialAges::default(),
+            unauthorized: unauthorized::Unauthorized::default(),
+            keys: keys::KeyState::default(),
             cert_expiry_days: Gauge::default(),
+            cert_not_after_ts: Family::default(),
             cert_not_after: Mutex::new(None),
             samplers: Mutex::new(Vec::new()),
             in_flight: Gauge::default(),
@@ -183,6 +189,7 @@ impl Metrics {
             reloads: Family::default(),
             tls_refusals: Family::default(),
             connections_refused: Family::default(),
+            kms_v2: kms_v2::KmsV2Metrics::default(),
             registry: Registry::default(),
         };
         m.register(&mut registry, backend);
@@ -190,6 +197,9 @@ impl Metrics {
             let _exported_from_zero = m.connections_refused.get_or_create(&ReasonLabel {
                 reason: reason.to_owned(),
             });
+        }
+        for r in ["applied", "refused"] {
+            let _exported_from_zero = m.reloads.get_or_create(&result(r));
         }
         Metrics { registry, ..m }
     }
@@ -226,20 +236,23 @@ impl Metrics {
             self.sessions_in_use.clone(),
         );
         self.decision_log.register(r);
+        self.unauthorized.register(r);
+        self.keys.register(r);
         r.register(
             "policy_decisions",
             "Policy decisions by key store and decision (allow|deny)",
             self.policy.clone(),
         );
-        r.register(
-            "credential_age_seconds",
-            "Age of each configured SigV4 credential: since its `created` time in the config (since=\"created\"), otherwise since this keygate process first loaded it (since=\"loaded\")",
-            self.credential_age.clone(),
-        );
+        self.credentials.register(r);
         r.register(
             "tls_certificate_expiry_days",
             "Days until the XKS listener's server certificate expires (negative once expired; 0 until TLS is configured)",
             self.cert_expiry_days.clone(),
+        );
+        r.register(
+            "tls_certificate_not_after_timestamp_seconds",
+            "When the server certificate of each TLS listener expires, Unix time (no series for a listener without TLS)",
+            self.cert_not_after_ts.clone(),
         );
         r.register(
             "in_flight_requests",
@@ -266,6 +279,7 @@ impl Metrics {
             "XKS connections closed at accept, by reason (connection_limit|per_peer_limit)",
             self.connections_refused.clone(),
         );
+        self.kms_v2.register(r);
         r.register(
             "build",
             "keygate build information",
@@ -350,6 +364,26 @@ impl Metrics {
             .inc();
     }
 
+    /// Counts a request whose SigV4 verification failed (`reason` from `SigV4Error::reason`).
+    pub fn record_sigv4_refusal(&self, reason: &'static str) {
+        self.unauthorized.sigv4(reason);
+    }
+
+    /// Counts a request the policy refused (denied, or could not be evaluated).
+    pub fn record_policy_refusal(&self, refusal: PolicyRefusal) {
+        self.unauthorized.policy(refusal);
+    }
+
+    /// Records one deep health check of the key backend: its instances by status.
+    pub fn set_backend_health(&self, instances: &[crate::keys::EkmInstance]) {
+        self.keys.set_health(instances);
+    }
+
+    /// Replaces the creation times of the keys' current versions (call from `on_encode`).
+    pub fn set_key_versions(&self, created: &[(String, SystemTime)]) {
+        self.keys.set_versions(created);
+    }
+
     /// The decision-log counters (clone them into the decision-log writer).
     pub fn decision_log(&self) -> DecisionLogCounters {
         self.decision_log.clone()
@@ -398,6 +432,11 @@ impl Metrics {
         }
     }
 
+    /// The KMS v2 door's metrics.
+    pub fn kms_v2(&self) -> &kms_v2::KmsV2Metrics {
+        &self.kms_v2
+    }
+
     /// The in-flight requests gauge (the load shedder keeps it current).
     pub fn in_flight(&self) -> Gauge {
         self.in_flight.clone()
@@ -406,21 +445,7 @@ impl Metrics {
     /// Replaces the set of configured credentials. One that stays keeps its age; a new one
     /// without `created` starts at zero now; a removed one disappears from the output.
     pub fn set_credentials(&self, creds: &[CredentialRecord]) {
-        let Ok(mut known) = self.credentials.lock() else {
-            return;
-        };
-        let now = SystemTime::now();
-        let mut next = HashMap::with_capacity(creds.len());
-        for c in creds {
-            let key = (c.keystore.clone(), c.access_key_id.clone());
-            let since = match (c.created, known.remove(&key)) {
-                (Some(created), _) => (created, true),
-                (None, Some((loaded, false))) => (loaded, false),
-                (None, _) => (now, false),
-            };
-            next.insert(key, since);
-        }
-        *known = next;
+        self.credentials.set(creds);
     }
 
     /// The text exposition format (OpenMetrics), for `GET /metrics`.
@@ -430,7 +455,7 @@ impl Metrics {
         if let Ok(samplers) = &samplers {
             samplers.iter().for_each(|s| (s.0)(self));
         }
-        self.refresh_credential_ages();
+        self.credentials.refresh();
         self.refresh_certificate_expiry();
         let mut out = String::new();
         if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &self.registry) {
@@ -449,23 +474,14 @@ impl Metrics {
             Err(past) => -past.duration().as_secs_f64() / 86_400.0,
         });
         self.cert_expiry_days.set(days);
-    }
-
-    fn refresh_credential_ages(&self) {
-        let Ok(known) = self.credentials.lock() else {
-            return;
-        };
-        self.credential_age.clear();
-        let now = SystemTime::now();
-        for ((keystore, access_key_id), (since, created)) in known.iter() {
-            let age = now.duration_since(*since).unwrap_or_default().as_secs();
-            self.credential_age
-                .get_or_create(&CredentialAgeLabels {
-                    keystore: keystore.clone(),
-                    access_key_id: access_key_id.clone(),
-                    since: if *created { "created" } else { "loaded" }.to_owned(),
-                })
-                .set(i64::try_from(age).unwrap_or(i64::MAX));
+        match *not_after {
+            Some(t) => {
+                let xks = ListenerLabel { listener: "xks" };
+                self.cert_not_after_ts
+                    .get_or_create(&xks)
+                    .set(keys::unix_seconds(t));
+            }
+            None => self.cert_not_after_ts.clear(),
         }
     }
 }

@@ -9,6 +9,7 @@ pub mod cli;
 pub mod decision_log;
 pub mod embedded;
 mod input;
+pub mod input_check;
 pub mod reload;
 mod set;
 mod stats;
@@ -24,8 +25,8 @@ use arc_swap::ArcSwap;
 use regorus::Value;
 
 pub use authorizer::{ABANDONED, Authorizer, Judgement, LogRefused, Verdict};
-pub use input::PolicyInput;
 pub(crate) use input::parse_rfc3339;
+pub use input::{Interface, PeerCred, PolicyInput};
 pub use set::{PolicyFile, PolicySet};
 pub use stats::{PolicyCounts, PolicyStats};
 

@@ -81,6 +81,9 @@ async fn admit_and_run(
             if let Some(reason) = facts.shed {
                 svc.metrics.record_shed(&route.keystore.name, reason);
             }
+            if let Some(reason) = facts.sigv4_refusal {
+                svc.metrics.record_sigv4_refusal(reason);
+            }
             result
         }
         Err(shed) => {

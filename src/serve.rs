@@ -1,8 +1,9 @@
-//! `keygate serve`, wired: build the [`App`] from a checked config, bind the XKS listener
-//! (and the admin listener), start the reload supervisor and the health refresh, serve until
-//! SIGTERM or SIGINT, then shut down in order: stop accepting, drain the front doors, stop
-//! the background tasks, flush and join the decision-log writer (the shutdown checkpoint),
-//! and only then return.
+//! `keygate serve`, wired: build the [`App`] from a checked config, bind the front doors (the
+//! XKS listener when key stores are configured, the KMS v2 socket when `[kms_v2]` is) and the
+//! admin listener, start the reload supervisor and the health refresh, serve until SIGTERM or
+//! SIGINT, then shut down in order: stop accepting, drain every front door, stop the
+//! background tasks, flush and join the decision-log writer (the shutdown checkpoint), and
+//! only then return.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -21,6 +22,8 @@ pub struct Options {
     pub dev_ca: Option<PathBuf>,
     /// `--listen` replaced the config's listen address (a reload does not compare it).
     pub listen_overridden: bool,
+    /// `--kms-v2-socket` replaced or added `[kms_v2]` (a reload does not compare it).
+    pub kms_v2_overridden: bool,
 }
 
 /// Serves `config` until a shutdown signal, then shuts down in order.
@@ -29,14 +32,85 @@ pub async fn run(config: Config, options: Options) -> Result<(), String> {
         tracing::warn!("{w}");
     }
     let app = Arc::new(App::build(&config)?);
-    if !app.backend.hardware_protected() {
+    if app.backend.kind() == "software" {
         tracing::warn!(
             backend = app.backend.kind(),
             "keys are held by the software backend and are NOT protected by an HSM; use the pkcs11 backend in production"
         );
     }
     for (ks, key) in app.missing_keys().await {
-        tracing::warn!(keystore = %ks, key_id = %key, "configured key is not in the key backend; requests for it get KeyNotFoundException");
+        tracing::warn!(keystore = %ks, key_id = %key, "configured key is not in the key backend; requests for it are refused");
+    }
+    let signal = shutdown_signal();
+    let xks = bind_xks(&config, &app).await?;
+    let kms_v2 = bind_kms_v2(&app)?;
+    if options.dev
+        && let Some(addr) = xks.as_ref().and_then(|l| l.local_addr().ok())
+    {
+        print_banner(&config, &app, addr, options.dev_ca.as_deref());
+    }
+    app.health.refresh().await;
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let wait = move || {
+        let mut rx = stopped.clone();
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }
+    };
+    let health = app.spawn_health_refresh();
+    let reloader = Reloader::new(app.clone(), &config, options.listen_overridden)
+        .kms_v2_overridden(options.kms_v2_overridden);
+    let supervisor = Supervisor::for_app(&app, Some(reloader)).spawn(wait());
+    let admin = match config.admin_listen {
+        Some(admin_addr) => Some(spawn_admin(&app, admin_addr, wait()).await?),
+        None => None,
+    };
+    // The front doors run until the signal; each returns only once it has drained.
+    let doors = {
+        let xks = xks.map(|listener| crate::server::run(listener, app.clone(), wait()));
+        let kms_v2 = kms_v2.map(|(listener, file, door)| async move {
+            crate::kms_v2::listener::run(listener, door, wait()).await;
+            drop(file);
+        });
+        async move {
+            tokio::join!(
+                async {
+                    if let Some(x) = xks {
+                        x.await;
+                    }
+                },
+                async {
+                    if let Some(k) = kms_v2 {
+                        k.await;
+                    }
+                }
+            )
+        }
+    };
+    tokio::pin!(doors);
+    tokio::select! {
+        _ = &mut doors => {}
+        () = signal => {
+            let _ = stop.send(true);
+            doors.await;
+        }
+    }
+    health.abort();
+    let _ = supervisor.await;
+    if let Some(admin) = admin {
+        let _ = admin.await;
+    }
+    app.finish();
+    tracing::info!("keygate stopped");
+    Ok(())
+}
+
+/// Binds the XKS listener when the config has key stores (a config with only `[kms_v2]`
+/// serves no XKS).
+async fn bind_xks(config: &Config, app: &App) -> Result<Option<tokio::net::TcpListener>, String> {
+    if config.keystores.is_empty() {
+        tracing::info!("no [[keystore]] configured: the XKS listener is off");
+        return Ok(None);
     }
     let listener = tokio::net::TcpListener::bind(config.server.listen)
         .await
@@ -49,37 +123,26 @@ pub async fn run(config: Config, options: Options) -> Result<(), String> {
             "serving PLAIN HTTP on a non-loopback address: KMS requires HTTPS, and SigV4 alone does not hide plaintext; run keygate behind a TLS-terminating proxy only, or configure [tls]"
         );
     }
-    if options.dev {
-        print_banner(&config, &app, addr, options.dev_ca.as_deref());
-    }
-    app.health.refresh().await;
-    let (stop, stopped) = tokio::sync::watch::channel(false);
-    let wait = move || {
-        let mut rx = stopped.clone();
-        async move {
-            let _ = rx.wait_for(|s| *s).await;
-        }
+    Ok(Some(listener))
+}
+
+type KmsV2Door = (
+    tokio::net::UnixListener,
+    crate::kms_v2::socket::SocketFile,
+    Arc<crate::kms_v2::Door>,
+);
+
+/// Binds the KMS v2 socket when `[kms_v2]` is configured.
+fn bind_kms_v2(app: &App) -> Result<Option<KmsV2Door>, String> {
+    let Some(door) = app.kms_v2.clone() else {
+        return Ok(None);
     };
-    let health = app.spawn_health_refresh();
-    let reloader = Reloader::new(app.clone(), &config, options.listen_overridden);
-    let supervisor = Supervisor::for_app(&app, Some(reloader)).spawn(wait());
-    let admin = match config.admin_listen {
-        Some(admin_addr) => Some(spawn_admin(&app, admin_addr, wait()).await?),
-        None => None,
-    };
-    crate::server::run(listener, app.clone(), async move {
-        shutdown_signal().await;
-        let _ = stop.send(true);
-    })
-    .await;
-    health.abort();
-    let _ = supervisor.await;
-    if let Some(admin) = admin {
-        let _ = admin.await;
-    }
-    app.finish();
-    tracing::info!("keygate stopped");
-    Ok(())
+    let s = door.settings();
+    let (listener, file) = crate::kms_v2::socket::BoundSocket::bind(&s.socket)
+        .and_then(crate::kms_v2::socket::BoundSocket::into_tokio)
+        .map_err(|e| format!("KMS v2: {e}"))?;
+    tracing::info!(socket = %s.socket.display(), key = %s.key, name = %s.name, backend = app.backend.kind(), version = env!("CARGO_PKG_VERSION"), "KMS v2 plugin listening");
+    Ok(Some((listener, file, door)))
 }
 
 async fn spawn_admin(
@@ -115,31 +178,39 @@ fn print_banner(config: &Config, app: &App, addr: SocketAddr, dev_ca: Option<&Pa
     let _ = writeln!(
         std::io::stdout(),
         "{}",
-        crate::dev::banner(
-            dir,
+        crate::dev::banner(&crate::dev::Banner {
+            config_dir: dir,
             addr,
-            &ks.uri_prefix,
-            &ak,
-            app.backend.kind(),
-            dev_ca,
-            config.decision_log.as_ref().map(|d| d.path.as_path()),
-        )
+            prefix: &ks.uri_prefix,
+            access_key_id: &ak,
+            backend_kind: app.backend.kind(),
+            ca: dev_ca,
+            decision_log: config.decision_log.as_ref().map(|d| d.path.as_path()),
+            kms_v2_socket: config.kms_v2.as_ref().map(|k| k.socket.as_path()),
+        })
     );
 }
 
 /// Completes on SIGINT or SIGTERM.
-pub async fn shutdown_signal() {
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
+/// The handlers are installed when this is called, not when the future is first polled: a
+/// SIGTERM that arrives once keygate said it is listening is never the default action (exit).
+pub fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send + 'static {
+    use tokio::signal::unix::{SignalKind, signal};
+    let term = signal(SignalKind::terminate());
+    let int = signal(SignalKind::interrupt());
+    async move {
+        let wait = |s: std::io::Result<tokio::signal::unix::Signal>| async move {
+            match s {
+                Ok(mut s) => {
+                    s.recv().await;
+                }
+                Err(_) => std::future::pending::<()>().await,
             }
-            Err(_) => std::future::pending::<()>().await,
+        };
+        tokio::select! {
+            () = wait(term) => {},
+            () = wait(int) => {},
         }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {},
-        () = term => {},
+        tracing::info!("shutdown requested; draining connections");
     }
-    tracing::info!("shutdown requested; draining connections");
 }

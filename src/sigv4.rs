@@ -54,7 +54,38 @@ impl SigV4Error {
             other => other.to_string(),
         }
     }
+
+    /// A short, bounded name for the refusal, for metrics (`keygate_unauthorized_requests_total`
+    /// with `stage="sigv4"`); every value is in [`REFUSAL_REASONS`].
+    pub fn reason(&self) -> &'static str {
+        match self {
+            SigV4Error::MissingAuthorization => "missing_authorization",
+            SigV4Error::Malformed(_) => "malformed_authorization",
+            SigV4Error::BadDate => "bad_date",
+            SigV4Error::Scope(_) => "scope_mismatch",
+            SigV4Error::Skew(_) => "clock_skew",
+            SigV4Error::MissingSignedHeader(_) => "missing_signed_header",
+            SigV4Error::RequiredHeaderNotSigned => "required_header_not_signed",
+            SigV4Error::PayloadHash => "payload_hash_mismatch",
+            SigV4Error::UnknownAccessKey => "unknown_access_key",
+            SigV4Error::SignatureMismatch => "signature_mismatch",
+        }
+    }
 }
+
+/// Every value [`SigV4Error::reason`] can take (the metric exports each from 0).
+pub const REFUSAL_REASONS: [&str; 10] = [
+    "missing_authorization",
+    "malformed_authorization",
+    "bad_date",
+    "scope_mismatch",
+    "clock_skew",
+    "missing_signed_header",
+    "required_header_not_signed",
+    "payload_hash_mismatch",
+    "unknown_access_key",
+    "signature_mismatch",
+];
 
 /// One SigV4 credential of a key store, with its derived signing key cached for the day.
 #[derive(Debug)]

@@ -33,6 +33,8 @@ pub struct RequestFacts {
     pub access_key_id: Option<String>,
     /// Why the request was shed after authentication (the key store's rate limit).
     pub shed: Option<&'static str>,
+    /// Why SigV4 verification refused the request (`SigV4Error::reason`).
+    pub sigv4_refusal: Option<&'static str>,
 }
 
 /// Runs one routed request whose body has been read; returns the JSON response body. A
@@ -49,6 +51,7 @@ pub async fn handle(
     let credential =
         sigv4::verify(req, &ks.credentials, &ks.region, SystemTime::now()).map_err(|e| {
             tracing::debug!(keystore = %ks.name, reason = %e, "SigV4 verification failed");
+            facts.sigv4_refusal = Some(e.reason());
             XksError::AuthenticationFailed(e.public_message())
         })?;
     facts.access_key_id = Some(credential.access_key_id.to_string());

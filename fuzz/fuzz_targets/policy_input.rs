@@ -1,14 +1,14 @@
 //! Policy input building and evaluation (operator policies over peer-controlled metadata):
-//! any requestMetadata object, key id or peer address becomes an input every embedded policy
-//! judges without a panic; the input never gains or loses a member, and the default policy
-//! always decides (allow, no error).
+//! any requestMetadata object, key id, peer address, KMS v2 uid or peer identity becomes an
+//! input every embedded policy judges without a panic; the input never gains or loses a
+//! member, and the default policy always decides (allow, no error).
 #![no_main]
 
 use std::net::IpAddr;
 use std::sync::OnceLock;
 use std::time::{Duration, SystemTime};
 
-use keygate::policy::{PolicyEngine, PolicyInput, PolicySet, embedded};
+use keygate::policy::{Interface, PeerCred, PolicyEngine, PolicyInput, PolicySet, embedded};
 use libfuzzer_sys::fuzz_target;
 use serde_json::{Map, Value};
 
@@ -48,22 +48,35 @@ fuzz_target!(|data: &[u8]| {
         [0x2001, 0xdb8, 0, 0, 0, 0, 0, u16::from(selector)].into()
     };
     let key_id: String = text.chars().take(64).collect();
+    // Every other input as the KMS v2 door builds it: no metadata, a uid and the socket's peer.
+    let kms_v2 = selector & 0x40 != 0;
+    let empty = Map::new();
+    let uid: String = text.chars().take(128).collect();
     let input = PolicyInput {
+        interface: if kms_v2 { Interface::KmsV2 } else { Interface::Xks },
         operation: OPERATIONS[usize::from(selector % 3)],
         keystore: "main",
         uri_prefix: "/fuzz",
         key_id: &key_id,
-        request_metadata: &metadata,
-        access_key_id: "AKIAFUZZ",
-        source_ip,
+        request_metadata: if kms_v2 { &empty } else { &metadata },
+        access_key_id: (!kms_v2).then_some("AKIAFUZZ"),
+        source_ip: (!kms_v2).then_some(source_ip),
         client_subject: (selector & 0x20 != 0).then_some("CN=cks.kms.us-east-1.amazonaws.com"),
         time: SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000 + u64::from(selector) * 3_600),
         aad_length: usize::from(selector),
+        request_uid: kms_v2.then_some(uid.as_str()),
+        peer: kms_v2.then_some(PeerCred {
+            uid: u32::from(selector),
+            gid: 0,
+            pid: Some(i32::from(selector)),
+        }),
     };
     let json = input.to_json();
     let object = json.as_object().unwrap();
-    assert_eq!(object.len(), 10);
-    assert_eq!(object["request_metadata"], Value::Object(metadata.clone()));
+    assert_eq!(object.len(), 13);
+    if !kms_v2 {
+        assert_eq!(object["request_metadata"], Value::Object(metadata.clone()));
+    }
     for (name, engine) in engines() {
         match engine.evaluate(&input) {
             Ok(decision) => {

@@ -7,7 +7,7 @@ use std::sync::OnceLock;
 
 use keygate::app::Keystores;
 use keygate::config::Config;
-use keygate::router::{Operation, route};
+use keygate::xks::{Operation, route};
 use libfuzzer_sys::fuzz_target;
 
 const CONFIG: &str = r#"

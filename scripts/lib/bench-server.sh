@@ -4,18 +4,23 @@
 # Environment:
 #   SCHEME=https|http     https (default): a fresh development CA and server certificate for
 #                         127.0.0.1 from `keygate certs dev`
-#   BACKEND=software|softhsm2
+#   BACKEND=software|softhsm2|openbao
 #                         softhsm2: a fresh SoftHSMv2 token (needs softhsm2-util), keys made
 #                         with `keygate keys`, non-extractable and sensitive
+#                         openbao: a fresh `bao server -dev` on 127.0.0.1:BAO_PORT (18200), the
+#                         keys made with `keygate keys` as root, keygate on a token limited to
+#                         them (bao from KEYGATE_BAO, PATH or .venv/bin/bao; POOL connections, 32)
 #   DECISION_LOG=1|0      1 (default): every judged request is written to the decision log
 #   AUDIT=0|1             1: also signed digests (an Ed25519 key file, default interval) and
 #                         shipping to examples/opa-collector.py on loopback every second
+#   KMS_V2=1|0            1: also serve the KMS v2 plugin on $work/kms.sock (key foo)
 #   POLICY_DIR=DIR        policies to serve (default: the embedded default policy)
 #   PORT=18443            listen port on 127.0.0.1
 #   KEYGATE_BIN=PATH      binary to use (default: cargo build --release, target/release/keygate)
 #
-# Sets: BIN work url prefix access_key_id secret server_pid decision_log tls_flags (array)
-# softhsm_env (array, for commands that touch the token). Installs an EXIT trap that stops
+# Sets: BIN work url prefix access_key_id secret server_pid decision_log tls_flags (array),
+# kms_socket (with KMS_V2=1), softhsm_env (array, for commands that touch the token), bao_pid
+# (openbao). Installs an EXIT trap that stops
 # the server and removes $work unless KEEP=1.
 
 SCHEME=${SCHEME:-https}
@@ -40,6 +45,10 @@ bench_server_cleanup() {
   if [ -n "$collector_pid" ]; then
     kill "$collector_pid" 2>/dev/null || true
     wait "$collector_pid" 2>/dev/null || true
+  fi
+  if [ -n "${bao_pid:-}" ]; then
+    kill "$bao_pid" 2>/dev/null || true
+    wait "$bao_pid" 2>/dev/null || true
   fi
   [ "${KEEP:-0}" = 1 ] || rm -rf "$work"
 }
@@ -89,7 +98,33 @@ case "$BACKEND" in
     printf '[backend]\nkind = "pkcs11"\nhealth_key = "keygate-health"\n[backend.pkcs11]\nmodule = "%s"\ntoken_label = "bench"\npin_file = "pin"\nsofthsm2_conf = "softhsm2.conf"\nsession_pool_size = %s\n\n' \
       "$module" "${SESSIONS:-8}" >>"$config"
     ;;
-  *) echo "BACKEND must be software or softhsm2" >&2; exit 1 ;;
+  openbao)
+    bao_bin=${KEYGATE_BAO:-$(command -v bao || echo .venv/bin/bao)}
+    [ -x "$bao_bin" ] || { echo "BACKEND=openbao needs bao (scripts/test.sh installs it into .venv)" >&2; exit 1; }
+    bao_root=$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')
+    bao_url="http://127.0.0.1:${BAO_PORT:-18200}"
+    if curl -s "$bao_url/v1/sys/health" >/dev/null 2>&1; then
+      echo "something already listens on $bao_url; set BAO_PORT" >&2
+      exit 1
+    fi
+    "$bao_bin" server -dev -dev-no-store-token -dev-listen-address="127.0.0.1:${BAO_PORT:-18200}" \
+      -dev-root-token-id="$bao_root" >"$work/bao.log" 2>&1 &
+    bao_pid=$!
+    for _ in $(seq 200); do
+      curl -sf "$bao_url/v1/sys/health" >/dev/null 2>&1 && break
+      sleep 0.1
+    done
+    curl -sf "$bao_url/v1/sys/health" >/dev/null || { cat "$work/bao.log" >&2; exit 1; }
+    bao_api() { curl -sf -H "X-Vault-Token: $bao_root" "$@"; }
+    bao_api -X POST -d '{"type":"transit"}' "$bao_url/v1/sys/mounts/keygate" >/dev/null
+    printf '[backend]\nkind = "openbao"\nhealth_key = "keygate-health"\n[backend.openbao]\naddress = "%s"\nmount = "keygate"\ntoken_file = "bao.token"\npolicy = "keygate-bench"\npool_size = %s\n\n' \
+      "$bao_url" "${POOL:-32}" >>"$config"
+    # keygate keys (as root) creates the keys and grants them in policy keygate-bench; the
+    # token keygate serves with has that policy only.
+    (umask 077 && printf '%s' "$bao_root" >"$work/bao.token")
+    export BAO_TOKEN=$bao_root
+    ;;
+  *) echo "BACKEND must be software, softhsm2 or openbao" >&2; exit 1 ;;
 esac
 
 if [ -n "${POLICY_DIR:-}" ]; then
@@ -122,9 +157,19 @@ access_key_id = "$access_key_id"
 secret_env = "KEYGATE_BENCH_SECRET"
 CONF
 
+if [ "${KMS_V2:-0}" = 1 ]; then
+  kms_socket="$work/kms.sock"
+  printf '\n[kms_v2]\nsocket = "kms.sock"\nkey = "foo"\n' >>"$config"
+fi
+
 export KEYGATE_BENCH_SECRET="$secret"
 "${softhsm_env[@]}" "$BIN" keys --config "$config" create foo >/dev/null
 "${softhsm_env[@]}" "$BIN" keys --config "$config" create keygate-health >/dev/null
+if [ "$BACKEND" = openbao ]; then
+  bao_api -X POST -d '{"policies":["keygate-bench"],"ttl":"1h"}' "$bao_url/v1/auth/token/create" |
+    jq -r .auth.client_token | (umask 077 && tr -d '\n' >"$work/bao.token")
+  unset BAO_TOKEN
+fi
 
 # Per-request log lines off: at tens of thousands of requests/s they would measure the log.
 RUST_LOG="warn,keygate::serve=info" "${softhsm_env[@]}" \
@@ -138,6 +183,8 @@ grep -q "keygate listening" "$work/server.log" || { cat "$work/server.log" >&2; 
 
 # utime + stime of the server so far, in clock ticks.
 server_cpu_ticks() { awk '{print $14 + $15}' "/proc/$server_pid/stat"; }
+# The same for the OpenBao server (0 for other backends).
+bao_cpu_ticks() { if [ -n "${bao_pid:-}" ]; then awk '{print $14 + $15}' "/proc/$bao_pid/stat"; else echo 0; fi; }
 
 # "name ticks" for each of the server's decision-log threads (writer, digests, upload).
 decision_log_thread_ticks() {

@@ -1,14 +1,16 @@
 //! `keygate keys` (the key backend's keys) and `keygate keystore` (credentials and the KMS
 //! console's proxy configuration).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
 
 use super::{EXIT_USAGE, load_config};
+use crate::config::edit::{self, EditError, KeyListEdit};
 use crate::config::{BackendKind, Config};
 use crate::credentials::{AccessKeyId, Secret};
+use crate::keys::openbao::OpenBaoAdmin;
 use crate::keys::pkcs11::Pkcs11Admin;
 use crate::keys::software::SoftwareAdmin;
 use crate::keys::{KeyAdmin, KeyListing, KeyUsage};
@@ -29,6 +31,10 @@ enum KeysAction {
         /// Comma-separated: encrypt, decrypt, or none.
         #[arg(long, default_value = "encrypt,decrypt")]
         usage: String,
+        /// Also add the key to this key store's `keys` in the config file (comments and
+        /// layout kept), so the key store may use it once the config is reloaded.
+        #[arg(long, value_name = "NAME")]
+        keystore: Option<String>,
     },
     /// List keys with usage and status.
     List,
@@ -62,6 +68,7 @@ fn open_admin(config: &Config) -> Result<Box<dyn KeyAdmin>, String> {
     match &config.backend.kind {
         BackendKind::Software { key_file } => Ok(Box::new(SoftwareAdmin::open(key_file)?)),
         BackendKind::Pkcs11(settings) => Ok(Box::new(Pkcs11Admin::open(settings)?)),
+        BackendKind::OpenBao(settings) => Ok(Box::new(OpenBaoAdmin::open(settings)?)),
     }
 }
 
@@ -73,8 +80,16 @@ pub(super) fn keys(args: KeysArgs) -> ExitCode {
     if let Err(code) = super::backend_environment(&config) {
         return code;
     }
+    if let KeysAction::Create {
+        key_id,
+        usage,
+        keystore: Some(keystore),
+    } = &args.action
+    {
+        return create_for_keystore(&config, key_id, usage, keystore);
+    }
     let result = open_admin(&config).and_then(|mut admin| match args.action {
-        KeysAction::Create { key_id, usage } => {
+        KeysAction::Create { key_id, usage, .. } => {
             let usage = KeyUsage::parse_list(&usage)?;
             admin.create(&key_id, usage).map(|l| vec![l])
         }
@@ -99,6 +114,76 @@ pub(super) fn keys(args: KeysArgs) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `keys create ID --keystore NAME`: checks that the key store exists and its `keys` can be
+/// edited before the key is created, then adds the key to the list in the config file.
+fn create_for_keystore(config: &Config, key_id: &str, usage: &str, keystore: &str) -> ExitCode {
+    let file = config.path.as_path();
+    if let Err(e) = planned_key_list(file, keystore, key_id) {
+        eprintln!("keygate: {e}; no key was created");
+        return ExitCode::from(match e {
+            EditError::Io { .. } => 1,
+            EditError::UnknownKeystore { .. } | EditError::Shape { .. } => EXIT_USAGE,
+        });
+    }
+    let created =
+        KeyUsage::parse_list(usage).and_then(|usage| open_admin(config)?.create(key_id, usage));
+    match created {
+        Ok(listing) => print_keys(&[listing]),
+        Err(e) => {
+            eprintln!("keygate: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
+    // Planned again on the file as it is now, in case it changed meanwhile.
+    let written = planned_key_list(file, keystore, key_id).and_then(|edit| match edit {
+        KeyListEdit::AlreadyListed => Ok(false),
+        KeyListEdit::Added(text) => edit::replace_file(file, &text).map(|()| true),
+    });
+    match written {
+        Ok(true) => {
+            println!(
+                "added {key_id:?} to the keys of key store {keystore:?} in {}; a running \
+                 keygate uses it after its next config reload (within seconds, or at once on \
+                 SIGHUP)",
+                file.display()
+            );
+            ExitCode::SUCCESS
+        }
+        Ok(false) => {
+            println!(
+                "key store {keystore:?} already lists {key_id:?}; {} is unchanged",
+                file.display()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!(
+                "keygate: key {key_id:?} was created but not added to key store {keystore:?}: \
+                 {e}; add it to that key store's `keys` in {} by hand",
+                file.display()
+            );
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The config file with `key_id` in `keystore`'s `keys`, checked as a whole config.
+fn planned_key_list(file: &Path, keystore: &str, key_id: &str) -> Result<KeyListEdit, EditError> {
+    let text = std::fs::read_to_string(file).map_err(|source| EditError::Io {
+        what: "read",
+        file: file.display().to_string(),
+        source,
+    })?;
+    let edit = edit::add_key(&text, file, keystore, key_id)?;
+    if let KeyListEdit::Added(new) = &edit {
+        Config::parse(new, file).map_err(|e| EditError::Shape {
+            file: file.display().to_string(),
+            reason: format!("the edited file would not be a valid config: {e}"),
+        })?;
+    }
+    Ok(edit)
 }
 
 fn print_keys(rows: &[KeyListing]) {

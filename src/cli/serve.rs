@@ -23,7 +23,8 @@ pub(super) struct ServeArgs {
     /// Where --dev keeps its config, keys and secret.
     #[arg(long, default_value = "keygate-dev", requires = "dev")]
     data_dir: PathBuf,
-    /// Key backend --dev creates: software keys, or a SoftHSMv2 token in --data-dir.
+    /// Key backend --dev creates: software keys, a SoftHSMv2 token in --data-dir, or Transit
+    /// keys in the OpenBao server named by BAO_ADDR and BAO_TOKEN.
     #[arg(long, value_enum, default_value = "software", requires = "dev")]
     backend: DevBackend,
     /// Listen address, overriding the config (--dev default: 127.0.0.1:8080).
@@ -43,6 +44,10 @@ pub(super) struct ServeArgs {
     /// Plain-HTTP admin listener (/ping, /healthz, /readyz), overriding `[admin] listen`.
     #[arg(long)]
     admin_listen: Option<SocketAddr>,
+    /// Serve the Kubernetes KMS v2 plugin on this Unix socket, overriding `[kms_v2] socket`
+    /// (with --dev, on the dev key `foo` when the config has no `[kms_v2]`).
+    #[arg(long, value_name = "PATH")]
+    kms_v2_socket: Option<PathBuf>,
 }
 
 /// TLS flags; each overrides the same `[tls]` setting of the config file.
@@ -85,6 +90,8 @@ impl TlsArgs {
 enum DevBackend {
     Software,
     Softhsm2,
+    /// OpenBao (or Vault) Transit named by BAO_ADDR/BAO_TOKEN or VAULT_ADDR/VAULT_TOKEN.
+    Openbao,
 }
 
 pub(super) fn serve(args: ServeArgs) -> ExitCode {
@@ -107,6 +114,7 @@ pub(super) fn serve(args: ServeArgs) -> ExitCode {
                 DevBackend::Software => crate::dev::bootstrap(&args.data_dir, listen),
                 DevBackend::Softhsm2 => crate::dev::softhsm2::ensure_environment(&args.data_dir)
                     .and_then(|()| crate::dev::softhsm2::bootstrap(&args.data_dir, listen)),
+                DevBackend::Openbao => crate::dev::openbao::bootstrap(&args.data_dir, listen),
             };
             match boot {
                 Ok(p) => p,
@@ -148,6 +156,12 @@ pub(super) fn serve(args: ServeArgs) -> ExitCode {
     if let Some(admin) = args.admin_listen {
         config.admin_listen = Some(admin);
     }
+    let kms_v2_overridden = args.kms_v2_socket.is_some();
+    if let Some(socket) = args.kms_v2_socket
+        && let Err(code) = apply_kms_v2_socket(&mut config, socket, args.dev)
+    {
+        return code;
+    }
     if args.dev && config.decision_log.is_none() {
         // A dev dir made before the dev config had a [decision_log] table.
         config.decision_log = Some(crate::config::DecisionLogSettings {
@@ -177,6 +191,7 @@ pub(super) fn serve(args: ServeArgs) -> ExitCode {
         dev_ca: args.dev.then_some(dev_ca).flatten(),
         dev: args.dev,
         listen_overridden: args.listen.is_some(),
+        kms_v2_overridden,
     };
     match runtime.block_on(crate::serve::run(config, options)) {
         Ok(()) => ExitCode::SUCCESS,
@@ -186,6 +201,29 @@ pub(super) fn serve(args: ServeArgs) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `--kms-v2-socket`: replaces `[kms_v2] socket`, or (with --dev) adds the plugin on the dev
+/// key `foo`.
+fn apply_kms_v2_socket(config: &mut Config, socket: PathBuf, dev: bool) -> Result<(), ExitCode> {
+    let socket = std::path::absolute(&socket).unwrap_or(socket);
+    let limit = crate::kms_v2::socket::MAX_PATH_LEN - 24;
+    if socket.as_os_str().len() > limit {
+        eprintln!(
+            "keygate: --kms-v2-socket {} is too long for a Unix socket path (at most {limit} bytes)",
+            socket.display()
+        );
+        return Err(ExitCode::from(EXIT_USAGE));
+    }
+    match &mut config.kms_v2 {
+        Some(k) => k.socket = socket,
+        None if dev => config.kms_v2 = Some(crate::config::KmsV2Settings::dev(socket)),
+        None => {
+            eprintln!("keygate: --kms-v2-socket needs a [kms_v2] table in the config (or --dev)");
+            return Err(ExitCode::from(EXIT_USAGE));
+        }
+    }
+    Ok(())
 }
 
 /// Applies the TLS flags over `[tls]`. In dev mode the development certificate in the data

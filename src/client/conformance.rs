@@ -9,8 +9,8 @@ use http::Request;
 use http_body_util::Full;
 use serde_json::Value;
 
-use super::conn::{Connection, Connector, Reply, Target};
-use super::report::{CaseResult, ConformanceReport, Verdict};
+use super::conn::{ConnError, Connection, Connector, Reply, Target};
+use super::report::{CaseResult, ConformanceReport, Stopped, Verdict};
 use super::sign::Signer;
 use super::wire::{self, Op, Sealed};
 use super::{ConnArgs, cases};
@@ -95,6 +95,9 @@ pub struct Keys {
 pub struct Ctx {
     connector: Connector,
     conn: Option<Connection>,
+    /// Set when the proxy could not be reached (connection refused, TLS handshake failed,
+    /// timed out): the run stops, since every case after it would fail the same way.
+    unreachable: Option<String>,
     /// The correct signer.
     pub signer: Signer,
     /// Keys under test.
@@ -108,22 +111,33 @@ impl Ctx {
     }
 
     /// Sends a request on the kept-alive connection, reconnecting once if it was closed.
+    /// A proxy that cannot be reached or does not answer in time marks the run to stop.
     pub async fn send(&mut self, req: Request<Full<Bytes>>) -> Result<Reply, String> {
         let mut last = String::new();
         for _attempt in 0..2 {
             let mut conn = match self.conn.take() {
                 Some(c) if !c.is_closed() => c,
-                _ => self.connector.connect().await.map_err(|e| e.to_string())?,
+                _ => match self.connector.connect().await {
+                    Ok(c) => c,
+                    Err(e) => return Err(self.unreachable(&e)),
+                },
             };
             match conn.send(clone_request(&req)).await {
                 Ok(reply) => {
                     self.conn = Some(conn);
                     return Ok(reply);
                 }
+                Err(e @ ConnError::TimedOut { .. }) => return Err(self.unreachable(&e)),
                 Err(e) => last = e.to_string(),
             }
         }
         Err(format!("transport error: {last}"))
+    }
+
+    fn unreachable(&mut self, e: &ConnError) -> String {
+        let why = e.to_string();
+        self.unreachable = Some(why.clone());
+        format!("transport error: {why}")
     }
 
     /// A correctly signed POST of raw `body` bytes to `path`.
@@ -187,10 +201,11 @@ fn key_for(keys: &Keys, needs: Needs) -> Option<&'static str> {
     (!present).then_some(flag)
 }
 
-/// Runs every case in order against one context.
+/// Runs every case in order against one context, stopping at the first case that finds
+/// the proxy unreachable (the report then says where and why, instead of failing every case).
 pub async fn run_cases(ctx: &mut Ctx, table: &[Case]) -> ConformanceReport {
-    let mut results = Vec::with_capacity(table.len());
-    for case in table {
+    let mut report = ConformanceReport::default();
+    for (index, case) in table.iter().enumerate() {
         let verdict = match key_for(&ctx.keys, case.needs) {
             Some(flag) => Verdict::Skipped(format!("{flag} not given")),
             None => match (case.run)(ctx).await {
@@ -199,12 +214,21 @@ pub async fn run_cases(ctx: &mut Ctx, table: &[Case]) -> ConformanceReport {
                 Err(why) => Verdict::Failed(why),
             },
         };
-        results.push(CaseResult {
+        if let Some(reason) = ctx.unreachable.take() {
+            report.stopped = Some(Stopped {
+                case: case.name.to_owned(),
+                not_run: table.len().saturating_sub(index),
+                total: table.len(),
+                reason,
+            });
+            break;
+        }
+        report.results.push(CaseResult {
             name: case.name.to_owned(),
             verdict,
         });
     }
-    ConformanceReport { results }
+    report
 }
 
 /// `keygate conformance`: exit 0 when no case failed, 1 otherwise.
@@ -212,6 +236,7 @@ pub async fn run_conformance(args: ConformanceArgs) -> anyhow::Result<ExitCode> 
     let mut ctx = Ctx {
         connector: args.conn.connector()?,
         conn: None,
+        unreachable: None,
         signer: args.conn.signer(),
         keys: Keys {
             main: args.key_id.clone(),
@@ -225,6 +250,10 @@ pub async fn run_conformance(args: ConformanceArgs) -> anyhow::Result<ExitCode> 
         println!("{}", report.to_json());
     } else {
         print!("{}", report.to_text());
+    }
+    if let Some(stopped) = &report.stopped {
+        eprintln!("keygate: {stopped}");
+        return Ok(ExitCode::FAILURE);
     }
     Ok(if report.failed() == 0 {
         ExitCode::SUCCESS

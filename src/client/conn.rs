@@ -13,7 +13,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
-use super::tls::{TlsOptions, TlsSetupError, client_config};
+use super::tls::{DEV_CA, TlsOptions, TlsSetupError, client_config};
 
 /// Why a connection or exchange failed.
 #[derive(Debug, thiserror::Error)]
@@ -24,13 +24,23 @@ pub enum ConnError {
     /// The TLS configuration could not be built.
     #[error(transparent)]
     Tls(#[from] TlsSetupError),
-    /// TCP connect or TLS handshake failed.
+    /// The TCP connection could not be opened (refused, unreachable, no such host).
     #[error("connect to {addr}: {source}")]
     Connect {
         /// host:port.
         addr: String,
         /// The I/O error.
         source: std::io::Error,
+    },
+    /// The TLS handshake failed; `hint` says what to do when the certificate was refused.
+    #[error("TLS handshake with {addr}: {source}{hint}")]
+    Handshake {
+        /// host:port.
+        addr: String,
+        /// The I/O error (wrapping the rustls error).
+        source: std::io::Error,
+        /// Empty, or `; ` and what to do about it.
+        hint: String,
     },
     /// The HTTP exchange failed.
     #[error("HTTP: {0}")]
@@ -53,6 +63,9 @@ pub enum ConnError {
 /// fails the request instead of hanging the run.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// What follows the key store's prefix in every XKS URI path.
+const API_PATH: &str = "/kms/xks/v1";
+
 /// Where the proxy is: scheme, address, `Host` value and the API base path.
 #[derive(Clone, Debug)]
 pub struct Target {
@@ -64,7 +77,8 @@ pub struct Target {
 }
 
 impl Target {
-    /// Parses `http[s]://host[:port][/path]` plus an XKS path prefix (`""`, `p` or `/p`).
+    /// Parses `http[s]://host[:port][/path]` plus an XKS path prefix (`""`, `p` or `/p`), or
+    /// the whole URI path (`/p/kms/xks/v1`, as the dev banner and the KMS console show it).
     pub fn parse(url: &str, prefix: &str) -> Result<Self, ConnError> {
         let uri: Uri = url
             .parse()
@@ -88,6 +102,11 @@ impl Target {
         let port = authority.port_u16().unwrap_or(if tls { 443 } else { 80 });
         let base = uri.path().trim_end_matches('/');
         let prefix = prefix.trim_end_matches('/');
+        let prefix = match prefix.strip_suffix(API_PATH) {
+            Some(p) => p,
+            None if prefix == API_PATH.trim_start_matches('/') => "",
+            None => prefix,
+        };
         let prefix = match prefix {
             "" => String::new(),
             p if p.starts_with('/') => p.to_owned(),
@@ -98,7 +117,7 @@ impl Target {
             host: host.to_owned(),
             port,
             authority: authority.as_str().to_owned(),
-            api_base: format!("{base}{prefix}/kms/xks/v1"),
+            api_base: format!("{base}{prefix}{API_PATH}"),
         })
     }
 
@@ -123,6 +142,8 @@ impl Target {
 pub struct Connector {
     target: Arc<Target>,
     tls: Option<(TlsConnector, ServerName<'static>)>,
+    /// The `--cacert` file, named when the server's certificate is refused.
+    cacert: Option<std::path::PathBuf>,
     timeout: Duration,
 }
 
@@ -149,6 +170,7 @@ impl Connector {
         Ok(Self {
             target: Arc::new(target),
             tls,
+            cacert: opts.cacert.clone(),
             timeout: DEFAULT_TIMEOUT,
         })
     }
@@ -188,10 +210,35 @@ impl Connector {
         tcp.set_nodelay(true).map_err(io_err)?;
         match &self.tls {
             Some((connector, name)) => {
-                let stream = connector.connect(name.clone(), tcp).await.map_err(io_err)?;
+                let stream = connector
+                    .connect(name.clone(), tcp)
+                    .await
+                    .map_err(|source| ConnError::Handshake {
+                        hint: self.handshake_hint(&source),
+                        addr: addr.clone(),
+                        source,
+                    })?;
                 Connection::handshake(stream, self.timeout).await
             }
             None => Connection::handshake(tcp, self.timeout).await,
+        }
+    }
+}
+
+impl Connector {
+    /// What to do when the handshake failed because the server's certificate was refused.
+    fn handshake_hint(&self, error: &std::io::Error) -> String {
+        let refused = error
+            .get_ref()
+            .and_then(|e| e.downcast_ref::<rustls::Error>())
+            .is_some_and(|e| matches!(e, rustls::Error::InvalidCertificate(_)));
+        match (&self.cacert, refused) {
+            (Some(file), true) => format!(
+                "; the proxy's certificate is not trusted by --cacert {}: pass --cacert with \
+                 the CA that issued it ({DEV_CA} for `keygate serve --dev`)",
+                file.display()
+            ),
+            _ => String::new(),
         }
     }
 }
@@ -313,5 +360,23 @@ mod tests {
         assert_eq!(t.api_base(), "/base/p/kms/xks/v1");
         assert!(Target::parse("ftp://x", "").is_err());
         assert!(Target::parse("/just/a/path", "").is_err());
+    }
+
+    /// The dev banner prints the URI path; pasting it as --prefix reaches the same key store.
+    #[test]
+    fn a_whole_uri_path_is_accepted_as_prefix() {
+        for prefix in [
+            "/kgd/kms/xks/v1",
+            "/kgd/kms/xks/v1/",
+            "kgd/kms/xks/v1",
+            "/kgd",
+        ] {
+            let t = Target::parse("https://h", prefix).unwrap();
+            assert_eq!(t.api_base(), "/kgd/kms/xks/v1", "{prefix}");
+        }
+        for prefix in ["/kms/xks/v1", "kms/xks/v1/", ""] {
+            let t = Target::parse("https://h", prefix).unwrap();
+            assert_eq!(t.api_base(), "/kms/xks/v1", "{prefix}");
+        }
     }
 }

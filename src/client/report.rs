@@ -29,8 +29,26 @@ pub struct CaseResult {
 /// All case results of one run.
 #[derive(Clone, Debug, Default)]
 pub struct ConformanceReport {
-    /// In run order.
+    /// In run order; the case the run stopped at is not among them.
     pub results: Vec<CaseResult>,
+    /// Set when the run stopped because the proxy could not be reached.
+    pub stopped: Option<Stopped>,
+}
+
+/// Where and why a conformance run stopped early.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "cannot reach the proxy, stopped at case {case} ({not_run} of {total} cases not run): {reason}"
+)]
+pub struct Stopped {
+    /// The case that found the proxy unreachable.
+    pub case: String,
+    /// Cases not run, that one included.
+    pub not_run: usize,
+    /// Cases in the suite.
+    pub total: usize,
+    /// The transport error.
+    pub reason: String,
 }
 
 impl ConformanceReport {
@@ -62,9 +80,13 @@ impl ConformanceReport {
         line
     }
 
-    /// A line per case, then the summary line.
+    /// A line per case, then the summary line; nothing when the run stopped before any case
+    /// finished (the caller reports why).
     pub fn to_text(&self) -> String {
         let mut out = String::new();
+        if self.results.is_empty() && self.stopped.is_some() {
+            return out;
+        }
         for r in &self.results {
             let _ = match &r.verdict {
                 Verdict::Passed => writeln!(out, "PASS {}", r.name),
@@ -90,6 +112,7 @@ impl ConformanceReport {
         json!({
             "passed": self.passed(), "failed": self.failed(), "skipped": self.skipped(),
             "summary": self.summary(), "cases": cases,
+            "stopped": self.stopped.as_ref().map(ToString::to_string),
         })
         .to_string()
     }
@@ -262,7 +285,29 @@ mod tests {
                     Verdict::Skipped("--no-usage-key-id not given".into()),
                 ),
             ],
+            stopped: None,
         }
+    }
+
+    #[test]
+    fn a_stop_before_any_result_prints_no_lines() {
+        let stopped = ConformanceReport {
+            results: Vec::new(),
+            stopped: Some(Stopped {
+                case: "health.ok".into(),
+                not_run: 67,
+                total: 67,
+                reason: "connect to 127.0.0.1:9: Connection refused".into(),
+            }),
+        };
+        assert_eq!(stopped.to_text(), "");
+        let v: serde_json::Value = serde_json::from_str(&stopped.to_json()).unwrap();
+        assert_eq!(
+            v["stopped"],
+            "cannot reach the proxy, stopped at case health.ok (67 of 67 cases not run): \
+             connect to 127.0.0.1:9: Connection refused"
+        );
+        assert!(report().to_json().contains("\"stopped\":null"));
     }
 
     #[test]

@@ -25,13 +25,18 @@ pub enum TlsSetupError {
     Rustls(#[from] rustls::Error),
     /// Neither a CA file nor `--insecure` was given for an https URL.
     #[error(
-        "an https URL needs --cacert FILE (e.g. /etc/ssl/certs/ca-certificates.crt) or --insecure"
+        "an https URL needs --cacert FILE, the CA certificate that issued the proxy's \
+         certificate ({DEV_CA} for `keygate serve --dev`), or --insecure"
     )]
     NoTrust,
     /// Only one of certificate and key was given.
     #[error("--client-cert and --client-key must be given together")]
     HalfClientIdentity,
 }
+
+/// The CA file of a `keygate serve --dev` server (in its default data dir), which an https
+/// client must trust.
+pub const DEV_CA: &str = "keygate-dev/tls/ca.pem";
 
 /// How the client decides to trust the server, and whether it presents a certificate.
 #[derive(Clone, Debug, Default)]

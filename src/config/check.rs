@@ -2,6 +2,7 @@
 //! (and every warning) instead of stopping at the first.
 
 mod keystores;
+mod kms_v2;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -46,7 +47,8 @@ pub(super) fn config(raw: RawConfig, path: &Path) -> Result<Config, ConfigError>
     let server = c.server(raw.server);
     let limits = c.limits(raw.limits);
     let backend = c.backend(raw.backend, &base);
-    let keystores = c.keystores(raw.keystore, &server.region, &base);
+    let keystores = c.keystores(raw.keystore, &server.region, &base, raw.kms_v2.is_none());
+    let kms_v2 = c.kms_v2(raw.kms_v2, &base, &keystores);
     let policy = c.policy(raw.policy, &base);
     let decision_log = c.decision_log(raw.decision_log, &base, &backend.kind);
     let tls = raw.tls.and_then(|t| match t.check(&base) {
@@ -72,6 +74,7 @@ pub(super) fn config(raw: RawConfig, path: &Path) -> Result<Config, ConfigError>
         decision_log,
         tls,
         admin_listen,
+        kms_v2,
         warnings: c.warnings,
     })
 }
@@ -231,9 +234,28 @@ impl Checker {
                     }
                 }
             },
+            "openbao" => match raw.openbao.map(|t| t.check(base)) {
+                Some(Ok(mut settings)) => {
+                    self.warnings.append(&mut settings.warnings);
+                    BackendKind::OpenBao(settings)
+                }
+                Some(Err(problems)) => {
+                    self.problems.extend(problems);
+                    BackendKind::Software {
+                        key_file: PathBuf::new(),
+                    }
+                }
+                None => {
+                    self.problems
+                        .push("backend.kind = \"openbao\" needs a [backend.openbao] table".into());
+                    BackendKind::Software {
+                        key_file: PathBuf::new(),
+                    }
+                }
+            },
             other => {
                 self.problems.push(format!(
-                    "backend.kind {other:?} is unknown (expected software or pkcs11)"
+                    "backend.kind {other:?} is unknown (expected software, pkcs11 or openbao)"
                 ));
                 BackendKind::Software {
                     key_file: PathBuf::new(),

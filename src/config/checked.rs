@@ -26,6 +26,8 @@ pub struct Config {
     pub tls: Option<TlsSettings>,
     /// `[admin] listen`: the plain-HTTP admin listener (/ping, /healthz, /readyz).
     pub admin_listen: Option<SocketAddr>,
+    /// `[kms_v2]`: the Kubernetes KMS v2 plugin on a Unix socket.
+    pub kms_v2: Option<KmsV2Settings>,
     /// Things worth a warning that do not stop the server.
     pub warnings: Vec<String>,
 }
@@ -64,6 +66,7 @@ pub struct LimitSettings {
 pub enum BackendKind {
     Software { key_file: PathBuf },
     Pkcs11(crate::keys::pkcs11::Pkcs11Settings),
+    OpenBao(crate::keys::openbao::OpenBaoSettings),
 }
 
 #[derive(Debug, Clone)]
@@ -87,6 +90,55 @@ pub struct KeystoreSettings {
     /// `rate_limit_rps` / `burst`: requests beyond it answer 429 ThrottlingException.
     pub rate_limit: Option<RateLimit>,
 }
+
+/// `[kms_v2]`: the Kubernetes KMS v2 plugin door.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KmsV2Settings {
+    /// The Unix socket the kube-apiserver connects to (`unix://` + this path).
+    pub socket: PathBuf,
+    /// The door's name: `input.keystore` for policies, the key store label of its policy
+    /// decisions.
+    pub name: String,
+    /// The key Encrypt uses (a key id of the backend).
+    pub key: String,
+    /// Keys Decrypt still accepts besides `key` (after the plugin moved to a new key).
+    pub previous_keys: Vec<String>,
+    /// How key and version are shown to the apiserver as `key_id`.
+    pub key_id_format: crate::kms_v2::KeyIdFormat,
+    /// The longest a call may take (a caller's shorter grpc-timeout wins).
+    pub timeout: Duration,
+    /// Socket connections open at once; more are closed at accept.
+    pub max_connections: usize,
+    /// Encrypt and Decrypt calls running at once; more answer RESOURCE_EXHAUSTED.
+    pub max_in_flight: usize,
+}
+
+impl KmsV2Settings {
+    /// The settings `serve --dev --kms-v2-socket` serves: the dev key `foo`.
+    pub fn dev(socket: PathBuf) -> KmsV2Settings {
+        KmsV2Settings {
+            socket,
+            name: DEFAULT_KMS_V2_NAME.to_owned(),
+            key: "foo".to_owned(),
+            previous_keys: Vec::new(),
+            key_id_format: crate::kms_v2::KeyIdFormat::default(),
+            timeout: DEFAULT_KMS_V2_TIMEOUT,
+            max_connections: 16,
+            max_in_flight: 256,
+        }
+    }
+
+    /// Whether Decrypt may use `key` (the ciphertext names it).
+    pub fn decrypts_with(&self, key: &str) -> bool {
+        self.key == key || self.previous_keys.iter().any(|k| k == key)
+    }
+}
+
+/// The default `[kms_v2] name`.
+pub const DEFAULT_KMS_V2_NAME: &str = "kubernetes";
+/// The default `[kms_v2] timeout_ms`: under the apiserver's default 3 s, so keygate answers
+/// DEADLINE_EXCEEDED before the apiserver gives up.
+pub const DEFAULT_KMS_V2_TIMEOUT: Duration = Duration::from_millis(2500);
 
 /// `[policy]`: a policy directory replaces the embedded default policy.
 #[derive(Debug, Clone, PartialEq, Eq)]

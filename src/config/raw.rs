@@ -25,6 +25,21 @@ pub(super) struct RawConfig {
     pub(super) tls: Option<TlsToml>,
     #[serde(default)]
     pub(super) admin: RawAdmin,
+    pub(super) kms_v2: Option<RawKmsV2>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawKmsV2 {
+    pub(super) socket: Option<PathBuf>,
+    pub(super) name: Option<String>,
+    pub(super) key: Option<String>,
+    #[serde(default)]
+    pub(super) previous_keys: Vec<String>,
+    pub(super) key_id_format: Option<String>,
+    pub(super) timeout_ms: Option<u64>,
+    pub(super) max_connections: Option<usize>,
+    pub(super) max_in_flight: Option<usize>,
 }
 
 #[derive(Deserialize, Default)]
@@ -65,6 +80,7 @@ pub(super) struct RawBackend {
     pub(super) health_key: Option<String>,
     pub(super) software: Option<RawSoftware>,
     pub(super) pkcs11: Option<crate::keys::pkcs11::Pkcs11Toml>,
+    pub(super) openbao: Option<crate::keys::openbao::OpenBaoToml>,
 }
 
 #[derive(Deserialize)]

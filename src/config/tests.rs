@@ -281,3 +281,67 @@ fn upload_settings_follow_opa_and_report_every_problem() {
         .join("\n");
     assert!(problems.contains("not an http(s)"), "{problems}");
 }
+
+#[test]
+fn openbao_backend_is_checked() {
+    let missing = format!("{GOOD}\n[backend]\nkind = \"openbao\"\n");
+    let e = parse(&missing).unwrap_err().problems.join("\n");
+    assert!(e.contains("[backend.openbao]"), "{e}");
+    let bad = format!(
+        "{GOOD}\n[backend]\nkind = \"openbao\"\n[backend.openbao]\naddress = \"https://bao:8200\"\n"
+    );
+    let e = parse(&bad).unwrap_err().problems.join("\n");
+    assert!(e.contains("ca_file") && e.contains("token_file"), "{e}");
+    let ok = format!(
+        "{GOOD}\n[backend]\nkind = \"openbao\"\n[backend.openbao]\naddress = \"http://127.0.0.1:8200\"\n\
+         token_env = \"PATH\"\nmount = \"kms\"\n"
+    );
+    match &parse(&ok).unwrap().backend.kind {
+        BackendKind::OpenBao(s) => assert_eq!((s.mount.as_str(), s.pool_size), ("kms", 16)),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn a_kms_v2_table_parses_and_alone_serves_no_xks() {
+    let c = parse(&format!(
+        "{GOOD}\n[kms_v2]\nsocket = \"run/kms.sock\"\nkey = \"k8s-kek\"\nprevious_keys = [\"old\"]\n"
+    ))
+    .unwrap();
+    let k = c.kms_v2.unwrap();
+    assert_eq!(k.socket, Path::new("/etc/keygate/run/kms.sock"));
+    assert_eq!((k.name.as_str(), k.key.as_str()), ("kubernetes", "k8s-kek"));
+    assert!(k.decrypts_with("old") && k.decrypts_with("k8s-kek") && !k.decrypts_with("x"));
+    assert_eq!(k.key_id_format.render("k8s-kek", 3), "keygate/k8s-kek/v3");
+    assert_eq!(k.timeout, std::time::Duration::from_millis(2500));
+    let only = parse("[kms_v2]\nsocket = \"/run/k.sock\"\nkey = \"kek\"\n").unwrap();
+    assert!(only.keystores.is_empty() && only.kms_v2.is_some());
+    let neither = parse("").unwrap_err();
+    assert!(
+        neither.problems[0].contains("or a [kms_v2] table"),
+        "{neither}"
+    );
+}
+
+#[test]
+fn every_kms_v2_problem_is_reported_at_once() {
+    let bad = format!(
+        "{GOOD}\n[kms_v2]\nname = \"payments\"\nkey = \"no/slash\"\nprevious_keys = [\"\"]\n\
+         key_id_format = \"{{key}}\"\ntimeout_ms = 5\nmax_in_flight = 0\n"
+    );
+    let e = parse(&bad).unwrap_err();
+    let all = e.problems.join("\n");
+    for needle in [
+        "kms_v2.socket is required",
+        "also a [[keystore]] name",
+        "kms_v2.key \"no/slash\"",
+        "kms_v2.previous_keys",
+        "kms_v2.key_id_format must contain both",
+        "kms_v2.timeout_ms",
+        "kms_v2.max_in_flight",
+    ] {
+        assert!(all.contains(needle), "{needle:?} not in:\n{all}");
+    }
+    let long = format!("[kms_v2]\nsocket = \"/{}\"\nkey = \"k\"\n", "s".repeat(100));
+    assert!(parse(&long).unwrap_err().problems[0].contains("too long"));
+}

@@ -22,7 +22,7 @@ pub use token::{SoftHsmError, SoftHsmToken, find_softhsm_module, init_softhsm_to
 pub const TOKEN_LABEL: &str = "keygate-dev";
 
 /// The data dir (created if needed, mode 0700), as an absolute path.
-fn data_dir(dir: &Path) -> Result<PathBuf, String> {
+pub(crate) fn data_dir(dir: &Path) -> Result<PathBuf, String> {
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)

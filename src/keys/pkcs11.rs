@@ -13,6 +13,7 @@ mod health;
 mod settings;
 mod sign;
 mod token;
+pub mod versions;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -128,15 +129,34 @@ impl Pkcs11Backend {
     }
 }
 
-fn one_version(version: u32, op: KeyOp) -> Result<(), KeyError> {
-    match (version, op) {
-        (1, _) => Ok(()),
-        (v, KeyOp::Encrypt) => Err(KeyError::Unsupported(format!(
-            "pkcs11 keys have one version; version {v} requested"
-        ))),
-        (v, KeyOp::Decrypt) => Err(KeyError::InvalidCiphertext(format!(
-            "unknown key version {v}"
-        ))),
+/// The handle of `version` of the key whose (version 1) entry is `base`: the key's status
+/// and usage are checked on `base`, a later version must exist and be acceptable itself.
+fn version_handle(
+    e: &Engine,
+    t: &token::Token,
+    s: &cryptoki::session::Session,
+    (key_id, base): (&str, &engine::KeyEntry),
+    version: u32,
+    op: KeyOp,
+) -> Result<cryptoki::object::ObjectHandle, engine::Fault> {
+    base.facts.usable(key_id).map_err(engine::Fault::Key)?;
+    if version == 1 {
+        return Ok(base.handle);
+    }
+    let missing = || match op {
+        KeyOp::Encrypt => KeyError::Unsupported(format!("key {key_id} has no version {version}")),
+        KeyOp::Decrypt => KeyError::InvalidCiphertext(format!("unknown key version {version}")),
+    };
+    if version == 0 {
+        return Err(engine::Fault::Key(missing()));
+    }
+    match e.key(t, s, &versions::label(key_id, version)) {
+        Ok(v) => {
+            v.facts.usable(key_id).map_err(engine::Fault::Key)?;
+            Ok(v.handle)
+        }
+        Err(engine::Fault::Key(KeyError::NotFound)) => Err(engine::Fault::Key(missing())),
+        Err(f) => Err(f),
     }
 }
 
@@ -180,7 +200,6 @@ impl KeyBackend for Pkcs11Backend {
         plaintext: &[u8],
         aad: &[u8],
     ) -> Result<Sealed, KeyError> {
-        one_version(version, KeyOp::Encrypt)?;
         let (id, pt, aad) = (
             key_id.to_owned(),
             Zeroizing::new(plaintext.to_vec()),
@@ -190,8 +209,8 @@ impl KeyBackend for Pkcs11Backend {
             let mode = e.settings.iv_mode;
             e.run(KeyOp::Encrypt, &id, |e, t, s| {
                 let key = e.key(t, s, &id)?;
-                key.facts.usable(&id).map_err(engine::Fault::Key)?;
-                gcm::encrypt(s, key.handle, mode, &pt, &aad)
+                let handle = version_handle(e, t, s, (&id, &key), version, KeyOp::Encrypt)?;
+                gcm::encrypt(s, handle, mode, &pt, &aad)
             })
         })
         .await
@@ -204,7 +223,6 @@ impl KeyBackend for Pkcs11Backend {
         sealed: SealedRef<'_>,
         aad: &[u8],
     ) -> Result<Zeroizing<Vec<u8>>, KeyError> {
-        one_version(version, KeyOp::Decrypt)?;
         let id = key_id.to_owned();
         let (iv, ct, tag, aad) = (
             sealed.iv.to_vec(),
@@ -215,13 +233,13 @@ impl KeyBackend for Pkcs11Backend {
         self.call(move |e| {
             e.run(KeyOp::Decrypt, &id, |e, t, s| {
                 let key = e.key(t, s, &id)?;
-                key.facts.usable(&id).map_err(engine::Fault::Key)?;
+                let handle = version_handle(e, t, s, (&id, &key), version, KeyOp::Decrypt)?;
                 let sealed = SealedRef {
                     iv: &iv,
                     ciphertext: &ct,
                     tag: &tag,
                 };
-                gcm::decrypt(s, key.handle, sealed, &aad)
+                gcm::decrypt(s, handle, sealed, &aad)
             })
         })
         .await

@@ -196,6 +196,14 @@ impl KeyBackend for SoftwareBackend {
         self.decrypt_now(key_id, version, sealed, aad)
     }
 
+    fn current_versions_created(&self) -> Vec<(String, std::time::SystemTime)> {
+        let keys = self.keys.load();
+        let known = keys
+            .iter()
+            .filter_map(|(id, k)| Some((id.clone(), k.current_created?)));
+        known.collect()
+    }
+
     async fn health(&self, health_key: &str) -> Vec<EkmInstance> {
         let check = || -> Result<(), KeyError> {
             let probe = b"keygate health probe";

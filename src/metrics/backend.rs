@@ -106,6 +106,10 @@ impl KeyBackend for MeteredBackend {
         r
     }
 
+    fn current_versions_created(&self) -> Vec<(String, std::time::SystemTime)> {
+        self.inner.current_versions_created()
+    }
+
     async fn health(&self, health_key: &str) -> Vec<EkmInstance> {
         let started = Instant::now();
         let v = self.inner.health(health_key).await;

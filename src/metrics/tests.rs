@@ -110,3 +110,89 @@ fn samplers_copy_outside_totals_in_at_each_scrape() {
     let days = line_value(&m.encode(), "keygate_tls_certificate_expiry_days ").unwrap();
     assert!((-2.01..=-1.99).contains(&days), "{days}");
 }
+
+/// Label sets known in advance are exported from 0: SigV4 refusal reasons, policy refusals,
+/// backend instance statuses, reload results; the decision log reads as absent and writable.
+#[test]
+fn known_label_sets_are_exported_from_zero() {
+    let t = Metrics::new("software").encode();
+    let zero = |p: &str| assert_eq!(line_value(&t, p), Some(0.0), "{p} in\n{t}");
+    for reason in crate::sigv4::REFUSAL_REASONS {
+        zero(&format!(
+            r#"keygate_unauthorized_requests_total{{stage="sigv4",reason="{reason}"}}"#
+        ));
+    }
+    zero(r#"keygate_unauthorized_requests_total{stage="policy",reason="denied"}"#);
+    zero(r#"keygate_unauthorized_requests_total{stage="policy",reason="evaluation_failed"}"#);
+    for status in ["ACTIVE", "DEGRADED", "UNAVAILABLE"] {
+        zero(&format!(
+            r#"keygate_backend_instances{{status="{status}"}}"#
+        ));
+    }
+    zero(r#"keygate_config_reloads_total{result="refused"}"#);
+    zero(r#"keygate_config_reloads_total{result="applied"}"#);
+    zero("keygate_decision_log_enabled ");
+    zero("keygate_decision_log_lines_pending ");
+    assert_eq!(line_value(&t, "keygate_decision_log_writable "), Some(1.0));
+    assert!(
+        !t.contains("keygate_tls_certificate_not_after_timestamp_seconds{"),
+        "no TLS, no series: {t}"
+    );
+}
+
+#[test]
+fn refusals_health_key_versions_and_certificate_expiry_show_up() {
+    let m = Metrics::new("software");
+    m.record_sigv4_refusal("clock_skew");
+    m.record_policy_refusal(PolicyRefusal::Denied);
+    m.record_policy_refusal(PolicyRefusal::EvaluationFailed);
+    m.record_policy_refusal(PolicyRefusal::EvaluationFailed);
+    let instance = |status| crate::keys::EkmInstance {
+        id: "hsm".into(),
+        model: "m".into(),
+        status,
+        detail: None,
+    };
+    use crate::keys::HealthStatus::{Active, Unavailable};
+    m.set_backend_health(&[
+        instance(Active),
+        instance(Unavailable),
+        instance(Unavailable),
+    ]);
+    let created = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+    m.set_key_versions(&[("foo".into(), created)]);
+    let not_after = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+    m.set_certificate_not_after(Some(not_after));
+    let t = m.encode();
+    let has = |p: &str, v: f64| assert_eq!(line_value(&t, p), Some(v), "{p} in\n{t}");
+    has(
+        r#"keygate_unauthorized_requests_total{stage="sigv4",reason="clock_skew"}"#,
+        1.0,
+    );
+    has(
+        r#"keygate_unauthorized_requests_total{stage="policy",reason="denied"}"#,
+        1.0,
+    );
+    has(
+        r#"keygate_unauthorized_requests_total{stage="policy",reason="evaluation_failed"}"#,
+        2.0,
+    );
+    has(r#"keygate_backend_instances{status="ACTIVE"}"#, 1.0);
+    has(r#"keygate_backend_instances{status="UNAVAILABLE"}"#, 2.0);
+    has(r#"keygate_backend_instances{status="DEGRADED"}"#, 0.0);
+    let checked = line_value(&t, "keygate_backend_health_checked_timestamp_seconds ").unwrap();
+    assert!(checked > 1_700_000_000.0, "{checked}");
+    has(
+        r#"keygate_key_version_created_timestamp_seconds{key_id="foo"}"#,
+        1_700_000_000.0,
+    );
+    has(
+        r#"keygate_tls_certificate_not_after_timestamp_seconds{listener="xks"}"#,
+        1_800_000_000.0,
+    );
+    m.set_key_versions(&[]);
+    m.set_certificate_not_after(None);
+    let t = m.encode();
+    assert!(!t.contains("key_id=\"foo\""), "{t}");
+    assert!(!t.contains("listener=\"xks\""), "{t}");
+}

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use super::decision_log::{DecisionLog, DecisionLogError, DecisionRecord, Requester};
 use super::{Decision, PolicyEngine, PolicyError, PolicyInput, PolicyStats};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, PolicyRefusal};
 
 /// The error name recorded for a judged request that never got an answer.
 pub const ABANDONED: &str = "RequestAbandoned";
@@ -78,8 +78,8 @@ impl Authorizer {
         &self.engine
     }
 
-    /// Outcome counters.
-    pub fn stats(&self) -> &PolicyStats {
+    /// Outcome counters (shared: clone the `Arc` to read them later).
+    pub fn stats(&self) -> &Arc<PolicyStats> {
         &self.stats
     }
 
@@ -136,8 +136,13 @@ impl Authorizer {
                     Verdict::Allow
                 }
             }
-            Ok(d) => Verdict::Deny(d.reasons),
+            Ok(d) => {
+                self.metrics.record_policy_refusal(PolicyRefusal::Denied);
+                Verdict::Deny(d.reasons)
+            }
             Err(e) => {
+                self.metrics
+                    .record_policy_refusal(PolicyRefusal::EvaluationFailed);
                 tracing::error!(error = %e, keystore, "policy evaluation failed; request refused");
                 Verdict::Failed(e.to_string())
             }
@@ -218,16 +223,19 @@ mod tests {
         metadata: &'a serde_json::Map<String, serde_json::Value>,
     ) -> PolicyInput<'a> {
         PolicyInput {
+            interface: crate::policy::Interface::Xks,
             operation: "Encrypt",
             keystore: "main",
             uri_prefix: "/p",
             key_id: "foo",
             request_metadata: metadata,
-            access_key_id: ak,
-            source_ip: "127.0.0.1".parse().unwrap(),
+            access_key_id: Some(ak),
+            source_ip: Some("127.0.0.1".parse().unwrap()),
             client_subject: None,
             time: std::time::SystemTime::now(),
             aad_length: 0,
+            request_uid: None,
+            peer: None,
         }
     }
 

@@ -8,6 +8,8 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 
 use super::embedded;
+use super::input_check;
+pub use super::input_check::InputProblems;
 use super::set::{self, PolicyFile, PolicySet};
 use super::testing::{self, TestReport};
 use super::{DEFAULT_EVAL_TIMEOUT, PolicyEngine};
@@ -50,6 +52,10 @@ pub struct EvalArgs {
     /// Policy directory (default: the embedded policy).
     #[arg(long)]
     pub policy_dir: Option<PathBuf>,
+    /// Evaluate the input even when it lacks fields of the policy input or has them of the
+    /// wrong type (by default that is an error, exit 64).
+    #[arg(long)]
+    pub no_input_check: bool,
 }
 
 /// `keygate policy check DIR`
@@ -100,9 +106,12 @@ fn print_report(
     verbose: bool,
     out: &mut dyn Write,
 ) -> anyhow::Result<()> {
+    // `policies/` names the set; its files print as `policies/x_test.rego`, one slash.
+    let set_dir: PathBuf = Path::new(set).components().collect();
     for r in &report.results {
         let verdict = if r.passed { "PASS" } else { "FAIL" };
-        write!(out, "{verdict} {set}/{}:{} {}", r.file, r.line, r.rule)?;
+        let file = set_dir.join(&r.file);
+        write!(out, "{verdict} {}:{} {}", file.display(), r.line, r.rule)?;
         match &r.detail {
             Some(detail) => writeln!(out, ": {detail}")?,
             None => writeln!(out)?,
@@ -151,12 +160,23 @@ fn policy_dirs(dir: &Path) -> anyhow::Result<Vec<(String, Vec<PolicyFile>)>> {
     Ok(found)
 }
 
-/// `keygate policy eval`: the decision as JSON.
+/// `keygate policy eval`: the decision as JSON. An input not shaped like the policy input
+/// is an [`InputProblems`] error (exit 64) unless `--no-input-check` is given.
 pub fn run_eval(args: &EvalArgs, out: &mut dyn Write) -> anyhow::Result<ExitCode> {
     let text = std::fs::read_to_string(&args.input)
         .with_context(|| format!("cannot read {}", args.input.display()))?;
     let input: serde_json::Value = serde_json::from_str(&text)
         .with_context(|| format!("{} is not valid JSON", args.input.display()))?;
+    if !args.no_input_check {
+        let problems = input_check::problems(&input);
+        if !problems.is_empty() {
+            return Err(InputProblems {
+                file: args.input.clone(),
+                problems,
+            }
+            .into());
+        }
+    }
     let set = match &args.policy_dir {
         Some(dir) => PolicySet::from_dir(dir)?,
         None => PolicySet::embedded()?,

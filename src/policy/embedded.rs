@@ -131,6 +131,19 @@ pub const EXAMPLES: &[EmbeddedSet] = &[
         ],
     },
     EmbeddedSet {
+        name: "kubernetes",
+        files: &[
+            (
+                "policy.rego",
+                include_str!("../../policies/examples/kubernetes/policy.rego"),
+            ),
+            (
+                "policy_test.rego",
+                include_str!("../../policies/examples/kubernetes/policy_test.rego"),
+            ),
+        ],
+    },
+    EmbeddedSet {
         name: "legacy-v0",
         files: &[
             (

@@ -18,17 +18,20 @@ fn metadata(principal: &str) -> serde_json::Map<String, serde_json::Value> {
 
 fn input<'a>(m: &'a serde_json::Map<String, serde_json::Value>, key: &'a str) -> PolicyInput<'a> {
     PolicyInput {
+        interface: crate::policy::Interface::Xks,
         operation: "Decrypt",
         keystore: "finance",
         uri_prefix: "/finance",
         key_id: key,
         request_metadata: m,
-        access_key_id: "AKIAEXAMPLEEXAMPLE22",
-        source_ip: "10.20.3.4".parse().unwrap(),
+        access_key_id: Some("AKIAEXAMPLEEXAMPLE22"),
+        source_ip: Some("10.20.3.4".parse().unwrap()),
         client_subject: Some("CN=cks.kms.us-east-1.amazonaws.com"),
         // Wednesday 2026-11-18 15:00 UTC (10:00 in New York).
         time: SystemTime::UNIX_EPOCH + Duration::from_secs(1_795_014_000),
         aad_length: 0,
+        request_uid: None,
+        peer: None,
     }
 }
 
@@ -75,7 +78,7 @@ fn financial_report_allows_and_denies_with_reasons() {
     );
     let intern = metadata("arn:aws:iam::111122223333:role/Intern");
     let mut denied = input(&intern, "financial-reports");
-    denied.source_ip = "203.0.113.9".parse().unwrap();
+    denied.source_ip = Some("203.0.113.9".parse().unwrap());
     let d = engine.evaluate(&denied).unwrap();
     assert!(!d.allow);
     assert_eq!(

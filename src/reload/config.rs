@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::app::App;
-use crate::config::{BackendKind, Config, DecisionLogSettings, PolicySettings};
+use crate::config::{BackendKind, Config, DecisionLogSettings, KmsV2Settings, PolicySettings};
 use crate::server::tls::TlsSettings;
 
 /// What a reload did.
@@ -33,11 +33,17 @@ struct Fixed {
     admin_listen: Option<std::net::SocketAddr>,
     policy: PolicySettings,
     decision_log: Option<DecisionLogSettings>,
+    /// Whether the XKS listener runs (some key store is configured).
+    xks: bool,
+    /// `None` also when `--kms-v2-socket` replaced the table (then it is not compared).
+    kms_v2: Option<KmsV2Settings>,
 }
 
 impl Fixed {
-    fn of(config: &Config, listen_overridden: bool) -> Fixed {
+    fn of(config: &Config, listen_overridden: bool, kms_v2_overridden: bool) -> Fixed {
         Fixed {
+            xks: !config.keystores.is_empty(),
+            kms_v2: config.kms_v2.clone().filter(|_| !kms_v2_overridden),
             listen: (!listen_overridden).then_some(config.server.listen),
             fleet_size: config.server.fleet_size,
             backend: config.backend.kind.clone(),
@@ -78,6 +84,11 @@ impl Fixed {
             ("[admin] listen", self.admin_listen != new.admin_listen),
             ("[policy]", self.policy != new.policy),
             ("[decision_log]", self.decision_log != new.decision_log),
+            ("[kms_v2]", self.kms_v2 != new.kms_v2),
+            (
+                "whether any [[keystore]] is configured (the XKS listener)",
+                self.xks != new.xks,
+            ),
         ];
         out.extend(
             tables
@@ -96,6 +107,7 @@ pub struct Reloader {
     path: PathBuf,
     fixed: Fixed,
     listen_overridden: bool,
+    kms_v2_overridden: bool,
 }
 
 impl Reloader {
@@ -105,9 +117,19 @@ impl Reloader {
         Reloader {
             app,
             path: config.path.clone(),
-            fixed: Fixed::of(config, listen_overridden),
+            fixed: Fixed::of(config, listen_overridden, false),
             listen_overridden,
+            kms_v2_overridden: false,
         }
+    }
+
+    /// `--kms-v2-socket` replaced or added `[kms_v2]`: the file's table is not compared.
+    pub fn kms_v2_overridden(mut self, overridden: bool) -> Reloader {
+        if overridden {
+            self.kms_v2_overridden = true;
+            self.fixed.kms_v2 = None;
+        }
+        self
     }
 
     /// Reads the file again and applies it, or refuses it.
@@ -128,9 +150,11 @@ impl Reloader {
         for w in &config.warnings {
             tracing::warn!("{w}");
         }
-        let needs_restart = self
-            .fixed
-            .changes(&Fixed::of(&config, self.listen_overridden));
+        let needs_restart = self.fixed.changes(&Fixed::of(
+            &config,
+            self.listen_overridden,
+            self.kms_v2_overridden,
+        ));
         for n in &needs_restart {
             tracing::warn!(setting = %n, "needs restart; ignored until then");
         }
@@ -179,7 +203,18 @@ secret = "PleaseReplaceThisWithSomeSecretOfLength43To64"
         Fixed::of(
             &Config::parse(&text, std::path::Path::new("k.toml")).unwrap(),
             false,
+            false,
         )
+    }
+
+    #[test]
+    fn a_kms_v2_change_needs_a_restart() {
+        let old = fixed("\"foo\"", "");
+        let new = fixed(
+            "\"foo\"",
+            "[kms_v2]\nsocket = \"/run/k.sock\"\nkey = \"kek\"\n",
+        );
+        assert_eq!(old.changes(&new), vec!["[kms_v2] changed".to_owned()]);
     }
 
     #[test]

@@ -281,3 +281,24 @@ fn debug_of_a_used_credential_hides_the_signing_key() {
     let first = key.as_ref()[0].to_string();
     assert!(!printed.contains(&format!("[{first}, ")), "{printed}");
 }
+
+/// Each refusal has its own metric reason, and every reason is in the exported list.
+#[test]
+fn every_refusal_has_a_distinct_listed_reason() {
+    let all = [
+        SigV4Error::MissingAuthorization,
+        SigV4Error::Malformed("x"),
+        SigV4Error::BadDate,
+        SigV4Error::Scope("x".into()),
+        SigV4Error::Skew("behind"),
+        SigV4Error::MissingSignedHeader("x".into()),
+        SigV4Error::RequiredHeaderNotSigned,
+        SigV4Error::PayloadHash,
+        SigV4Error::UnknownAccessKey,
+        SigV4Error::SignatureMismatch,
+    ];
+    let reasons: std::collections::BTreeSet<_> = all.iter().map(SigV4Error::reason).collect();
+    assert_eq!(reasons.len(), all.len());
+    let listed: std::collections::BTreeSet<_> = REFUSAL_REASONS.into_iter().collect();
+    assert_eq!(reasons, listed);
+}

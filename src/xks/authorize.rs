@@ -9,7 +9,7 @@ use serde_json::{Map, Value};
 
 use super::error::XksError;
 use super::route::{ConnInfo, Route};
-use crate::policy::{Authorizer, Judgement, PolicyInput, Verdict};
+use crate::policy::{Authorizer, Interface, Judgement, PolicyInput, Verdict};
 
 /// What the policy needs beyond the route and the connection.
 pub(super) struct Caller<'a> {
@@ -28,16 +28,19 @@ pub(super) fn judge(
     caller: &Caller<'_>,
 ) -> (Judgement, Result<(), XksError>) {
     let input = PolicyInput {
+        interface: Interface::Xks,
         operation: route.operation.as_str(),
         keystore: &route.keystore.name,
         uri_prefix: &route.keystore.uri_prefix,
         key_id: route.key_id(),
         request_metadata: caller.metadata,
-        access_key_id: caller.access_key_id,
-        source_ip: conn.peer.ip(),
+        access_key_id: Some(caller.access_key_id),
+        source_ip: Some(conn.peer.ip()),
         client_subject: conn.client_subject.as_deref(),
         time: SystemTime::now(),
         aad_length: caller.aad_length,
+        request_uid: None,
+        peer: None,
     };
     let judgement = authorizer.judge_from(&input, Some(conn.peer));
     let refusal = refusal(judgement.verdict());

@@ -101,6 +101,8 @@ fn refused_connections_are_counted_and_summarised_not_logged_one_by_one() {
         ),
         0.0
     );
+    // keygate's log is written by a thread of its own: wait for the first summary.
+    server.wait_for_log("connections refused since the last summary");
     let log = server.log();
     let lines = log
         .matches("connections refused since the last summary")

@@ -1,7 +1,7 @@
 //! The XKS API end to end against the real server: every operation, every error name keygate
 //! produces without a policy or HSM, SigV4 styles and negatives, sizes and slow clients.
 //! The same set runs for each key backend (see `xks_suites!`): the software backend in an
-//! in-process server, and a real SoftHSMv2 token behind the real binary.
+//! in-process server, a real SoftHSMv2 token and a real OpenBao server behind the real binary.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -32,6 +32,16 @@ macro_rules! xks_suites {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $test() {
                     let server = KeygateProcess::on_softhsm(&config(""), QUIET);
+                    super::$test(server.addr).await;
+                }
+            )*
+        }
+        mod openbao {
+            use super::*;
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    let server = KeygateProcess::on_openbao(&config(""), "", QUIET);
                     super::$test(server.addr).await;
                 }
             )*

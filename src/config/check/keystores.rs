@@ -21,10 +21,13 @@ impl Checker {
         raw: Vec<RawKeystore>,
         region: &str,
         base: &Path,
+        required: bool,
     ) -> Vec<KeystoreSettings> {
-        if raw.is_empty() {
-            self.problems
-                .push("at least one [[keystore]] is required".into());
+        if raw.is_empty() && required {
+            self.problems.push(
+                "at least one [[keystore]] is required (or a [kms_v2] table to serve only the KMS v2 plugin)"
+                    .into(),
+            );
         }
         let (mut names, mut prefixes) = (HashSet::new(), HashSet::new());
         let mut out = Vec::with_capacity(raw.len());

@@ -1,4 +1,4 @@
-//! `keygate keys ...` on a PKCS#11 token: create, list, disable/enable, destroy.
+//! `keygate keys ...` on a PKCS#11 token: create, list, disable/enable, rotate, destroy.
 //! Runs in its own process (it opens the module itself), synchronously.
 
 use cryptoki::mechanism::Mechanism;
@@ -10,6 +10,7 @@ use super::facts::{KeyFacts, create_template};
 use super::settings::Pkcs11Settings;
 use super::sign;
 use super::token::Token;
+use super::versions;
 use crate::keys::{KeyAdmin, KeyError, KeyListing, KeyUsage, valid_key_id};
 use crate::signing::{Algorithm, PublicKey};
 
@@ -96,7 +97,7 @@ impl Pkcs11Admin {
         })
     }
 
-    fn listing(&self, key_id: &str, facts: &KeyFacts) -> KeyListing {
+    fn listing(&self, key_id: &str, facts: &KeyFacts, versions: u32) -> KeyListing {
         let protection = match &facts.refusal {
             Some(why) => format!("pkcs11 token '{}', REFUSED: {why}", self.token.facts.label),
             None => format!(
@@ -108,7 +109,7 @@ impl Pkcs11Admin {
             id: key_id.to_owned(),
             usage: facts.info.usage,
             enabled: facts.info.enabled,
-            versions: 1,
+            versions,
             protection,
         }
     }
@@ -116,7 +117,8 @@ impl Pkcs11Admin {
     fn show(&self, s: &Session, key_id: &str) -> Result<KeyListing, String> {
         let handle = find_key(s, key_id).map_err(|f| fault_text(key_id, f))?;
         let facts = KeyFacts::read(s, handle).map_err(|e| e.to_string())?;
-        Ok(self.listing(key_id, &facts))
+        let versions = versions::current(s, key_id).map_err(|f| fault_text(key_id, f))?;
+        Ok(self.listing(key_id, &facts, versions))
     }
 }
 
@@ -165,7 +167,11 @@ impl KeyAdmin for Pkcs11Admin {
                 let (Some(label), Ok(facts)) = (label_of(s, h), KeyFacts::read(s, h)) else {
                     continue;
                 };
-                out.push(self.listing(&label, &facts));
+                if versions::is_later_version(&label) {
+                    continue;
+                }
+                let count = versions::current(s, &label).unwrap_or(1);
+                out.push(self.listing(&label, &facts, count));
             }
             out.sort_by(|a, b| a.id.cmp(&b.id));
             Ok(out)
@@ -182,10 +188,25 @@ impl KeyAdmin for Pkcs11Admin {
         })
     }
 
+    /// Generates the next version as a key of its own (`K/vN`, same usage, same template):
+    /// new encryptions use it, older versions still decrypt.
     fn rotate(&mut self, key_id: &str) -> Result<KeyListing, String> {
-        Err(format!(
-            "rotate is unsupported on pkcs11: create a new key and point a new KMS key at it \
-             (key {key_id:?} unchanged)"
-        ))
+        self.with(|s| {
+            let handle = find_key(s, key_id).map_err(|f| fault_text(key_id, f))?;
+            let facts = KeyFacts::read(s, handle).map_err(|e| e.to_string())?;
+            let current = versions::current(s, key_id).map_err(|f| fault_text(key_id, f))?;
+            if current >= versions::MAX_VERSIONS {
+                return Err(format!(
+                    "key {key_id:?} has {current} versions, the most keygate reads"
+                ));
+            }
+            let label = versions::label(key_id, current + 1);
+            s.generate_key(
+                &Mechanism::AesKeyGen,
+                &create_template(&label, facts.info.usage),
+            )
+            .map_err(|e| format!("generating {label:?}: {e}"))?;
+            self.show(s, key_id)
+        })
     }
 }

@@ -86,7 +86,8 @@ impl Engine {
             .clone()
     }
 
-    /// Runs `f` on a pooled session. `key_id` is the cache entry a stale handle invalidates.
+    /// Runs `f` on a pooled session for `key_id`; a stale handle empties the handle cache (the
+    /// handle may be one of the key's versions) and the call is tried once more.
     pub fn run<T>(
         &self,
         op: KeyOp,
@@ -129,7 +130,11 @@ impl Engine {
             drop(guard);
             let verdict = ckr::classify(rv, func);
             match verdict {
-                Verdict::StaleHandle => self.cache.invalidate(key_id),
+                // The handle may be a version's (`K/vN`): forget them all, it is rare.
+                Verdict::StaleHandle => {
+                    tracing::debug!(key_id, "stale PKCS#11 object handle; looking keys up again");
+                    self.cache.invalidate_all();
+                }
                 Verdict::BrokenSession => {}
                 Verdict::DeviceDown => {
                     let why = ckr::key_error(verdict, rv, func, op).to_string();
@@ -155,7 +160,7 @@ impl Engine {
             return Ok(entry);
         }
         let handle = find_key(s, key_id)?;
-        let facts = KeyFacts::read(s, handle)?;
+        let facts = read_facts(s, handle, key_id)?;
         self.remember(token, key_id, handle, facts)
     }
 
@@ -177,7 +182,7 @@ impl Engine {
     /// Re-reads the attributes of the key's handle (GetKeyMetadata wants them current).
     pub fn fresh(&self, token: &Token, s: &Session, key_id: &str) -> Result<Arc<KeyEntry>, Fault> {
         let handle = self.key(token, s, key_id)?.handle;
-        let facts = KeyFacts::read(s, handle)?;
+        let facts = read_facts(s, handle, key_id)?;
         self.remember(token, key_id, handle, facts)
     }
 
@@ -268,6 +273,15 @@ impl Engine {
             }
         }
     }
+}
+
+/// A key's attributes and, for a key (not one of its later versions), its current version.
+fn read_facts(s: &Session, handle: ObjectHandle, label: &str) -> Result<KeyFacts, Fault> {
+    let mut facts = KeyFacts::read(s, handle)?;
+    if !super::versions::is_later_version(label) {
+        facts.info.current_version = super::versions::current(s, label)?;
+    }
+    Ok(facts)
 }
 
 /// Whether a failed call leaves the session unusable (it is then closed, not pooled).

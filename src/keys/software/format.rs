@@ -49,6 +49,8 @@ pub(super) struct LoadedKey {
     pub(super) enabled: bool,
     pub(super) current: u32,
     pub(super) versions: BTreeMap<u32, Aes256Gcm>,
+    /// When the current version was created (`None`: its `created` is not RFC 3339).
+    pub(super) current_created: Option<std::time::SystemTime>,
 }
 
 pub(super) type KeySet = HashMap<String, LoadedKey>;
@@ -134,17 +136,29 @@ pub(super) fn load_keys(file: &KeyFile) -> Result<KeySet, String> {
             encrypt: k.encrypt,
             decrypt: k.decrypt,
         };
+        let current_created = k
+            .versions
+            .iter()
+            .find(|v| v.version == current)
+            .and_then(|v| parse_rfc3339(&v.created));
         let loaded = LoadedKey {
             usage,
             enabled: k.enabled,
             current,
             versions,
+            current_created,
         };
         if set.insert(k.id.clone(), loaded).is_some() {
             return Err(format!("key {} is listed twice", k.id));
         }
     }
     Ok(set)
+}
+
+/// An RFC 3339 time as the key file stores it (`created`); `None` when it is not one.
+fn parse_rfc3339(s: &str) -> Option<std::time::SystemTime> {
+    let t = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339);
+    t.ok().map(std::time::SystemTime::from)
 }
 
 /// Writes the key file atomically (temp file, fsync, rename) with 0600 permissions.

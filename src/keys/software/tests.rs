@@ -129,3 +129,36 @@ fn futures_lite_block<F: std::future::Future>(f: F) -> F::Output {
         .unwrap()
         .block_on(f)
 }
+
+/// Every key reports when its current version was created; a rotation moves it forward.
+#[test]
+fn current_version_creation_times_follow_rotation() {
+    let (_d, path) = setup();
+    let before = std::time::SystemTime::now() - std::time::Duration::from_secs(2);
+    let b = SoftwareBackend::open(&path).unwrap();
+    let mut times = b.current_versions_created();
+    times.sort();
+    let ids: Vec<_> = times.iter().map(|(id, _)| id.as_str()).collect();
+    assert_eq!(ids, ["dec", "enc", "foo"]);
+    assert!(times.iter().all(|(_, at)| *at >= before), "{times:?}");
+    let mut file: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    for key in file["keys"].as_array_mut().unwrap() {
+        key["versions"][0]["created"] = "2020-01-01T00:00:00Z".into();
+    }
+    std::fs::write(&path, file.to_string()).unwrap();
+    b.reload().unwrap();
+    let old = std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_577_836_800);
+    assert!(
+        b.current_versions_created()
+            .iter()
+            .all(|(_, at)| *at == old)
+    );
+    SoftwareAdmin::open(&path).unwrap().rotate("foo").unwrap();
+    b.reload().unwrap();
+    let foo = b
+        .current_versions_created()
+        .into_iter()
+        .find(|(id, _)| id == "foo");
+    assert!(foo.unwrap().1 >= before);
+}

@@ -109,9 +109,7 @@ impl DecisionRecord {
             input: prepared,
             decision,
             error,
-            requested_by: who
-                .peer
-                .map_or_else(|| input.source_ip.to_string(), |p| p.to_string()),
+            requested_by: requested_by(input, who.peer),
             req_id: who.req_id,
             eval_ns,
             revision,
@@ -122,6 +120,24 @@ impl DecisionRecord {
                 .map(str::to_owned),
             error_name: None,
         }
+    }
+}
+
+/// `requested_by`: the peer's `ip:port` (XKS), its IP, or a Unix-socket peer's credentials
+/// (`unix:uid=0,gid=0,pid=1234`, KMS v2), as the front door knows the caller.
+fn requested_by(input: &PolicyInput<'_>, peer: Option<SocketAddr>) -> String {
+    if let Some(peer) = peer {
+        return peer.to_string();
+    }
+    if let Some(ip) = input.source_ip {
+        return ip.to_string();
+    }
+    match input.peer {
+        Some(cred) => match cred.pid {
+            Some(pid) => format!("unix:uid={},gid={},pid={pid}", cred.uid, cred.gid),
+            None => format!("unix:uid={},gid={}", cred.uid, cred.gid),
+        },
+        None => "unknown".to_owned(),
     }
 }
 

@@ -3,5 +3,5 @@
 //! `keygate audit verify`.
 
 pub mod digest;
-mod event;
+pub mod event;
 mod upload;

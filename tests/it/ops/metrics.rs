@@ -1,6 +1,9 @@
 //! Metrics after known traffic against the real server: request counts by operation,
 //! key store, outcome and errorName; latency histograms; backend calls; requests per access
-//! key id; credential ages; build info; refused mTLS client certificates by reason.
+//! key id; credential ages; build info; refused mTLS client certificates by reason;
+//! unauthorized requests by stage and reason; the decision log's and key backend's state.
+
+use std::time::Duration;
 
 use serde_json::json;
 
@@ -158,4 +161,100 @@ async fn refused_client_certificates_are_counted_by_reason() {
     // Every reason is exported, at zero until it happens.
     assert_eq!(refusals("wrong_name"), 0.0);
     assert_eq!(refusals("revoked"), 0.0);
+}
+
+/// Refusals through the real server, counted by stage and reason; the decision log's state
+/// (configured, fail-closed, writable, nothing pending once flushed); the key backend's
+/// health from a GetHealthStatus and its keys' version creation times.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unauthorized_requests_and_audit_and_backend_state_are_exported() {
+    let root = tempfile::tempdir().unwrap();
+    let policies =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("policies/examples/kms-operations");
+    let log = root.path().join("decisions.log");
+    let s = TestServer::start(&config(&format!(
+        "\n[policy]\ndir = {:?}\n[decision_log]\npath = {:?}\nfail_closed = true\n",
+        policies.display().to_string(),
+        log.display().to_string()
+    )))
+    .await;
+    let mut c = s.client().await;
+    let body = json!({"requestMetadata": metadata("DescribeKey")});
+    let metadata_path = path("metadata", "foo");
+    let refused = [
+        Signing::with(AK, SECRET2),
+        Signing::with("UNKNOWNACCESSKEYID234567", SECRET),
+        Signing {
+            skew: 3600,
+            ..Signing::default()
+        },
+        Signing {
+            region: "eu-west-1".into(),
+            ..Signing::default()
+        },
+        Signing::with(AK, SECRET2),
+    ];
+    for signing in &refused {
+        c.post_signed(&metadata_path, &body, signing)
+            .await
+            .expect_error(401, "AuthenticationFailedException");
+    }
+    // The kms-operations example lets ReEncrypt lead to no XKS operation.
+    let re_encrypt = json!({"requestMetadata": metadata("ReEncrypt")});
+    c.post(&metadata_path, &re_encrypt)
+        .await
+        .expect_error(403, "AccessDeniedException");
+    c.post(&metadata_path, &body).await.expect_ok();
+    c.post(&health_path(), &health_body()).await.expect_ok();
+    assert!(s.decision_log().flush(Duration::from_secs(10)));
+
+    let m = s.metrics();
+    let refusals = |stage: &str, reason: &str| {
+        let series =
+            format!("keygate_unauthorized_requests_total{{stage=\"{stage}\",reason=\"{reason}\"}}");
+        assert!(m.contains_key(&series), "{series} missing");
+        metric(&m, &series)
+    };
+    assert_eq!(refusals("sigv4", "signature_mismatch"), 2.0);
+    assert_eq!(refusals("sigv4", "unknown_access_key"), 1.0);
+    assert_eq!(refusals("sigv4", "clock_skew"), 1.0);
+    assert_eq!(refusals("sigv4", "scope_mismatch"), 1.0);
+    assert_eq!(refusals("sigv4", "missing_authorization"), 0.0);
+    assert_eq!(refusals("policy", "denied"), 1.0);
+    assert_eq!(refusals("policy", "evaluation_failed"), 0.0);
+
+    assert_eq!(metric(&m, "keygate_decision_log_enabled"), 1.0);
+    assert_eq!(metric(&m, "keygate_decision_log_fail_closed"), 1.0);
+    assert_eq!(metric(&m, "keygate_decision_log_writable"), 1.0);
+    assert_eq!(metric(&m, "keygate_decision_log_lines_written_total"), 2.0);
+    assert_eq!(metric(&m, "keygate_decision_log_lines_pending"), 0.0);
+    assert_eq!(metric(&m, "keygate_decision_log_refusals_total"), 0.0);
+    assert_eq!(metric(&m, "keygate_decision_log_write_errors_total"), 0.0);
+
+    assert_eq!(
+        metric(&m, "keygate_backend_instances{status=\"ACTIVE\"}"),
+        1.0
+    );
+    assert_eq!(
+        metric(&m, "keygate_backend_instances{status=\"UNAVAILABLE\"}"),
+        0.0
+    );
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    let checked = metric(&m, "keygate_backend_health_checked_timestamp_seconds");
+    assert!(
+        (now - 60.0..=now + 1.0).contains(&checked),
+        "{checked} vs {now}"
+    );
+    for (key, _, _) in KEYS {
+        let series = format!("keygate_key_version_created_timestamp_seconds{{key_id=\"{key}\"}}");
+        let created = metric(&m, &series);
+        assert!(
+            (now - 600.0..=now + 1.0).contains(&created),
+            "{series}: {created}"
+        );
+    }
+    s.stop().await;
 }

@@ -44,13 +44,12 @@ fn usages_are_hsm_attributes() {
                     .contains("already exists")
             );
             assert!(admin.create("bad id", KeyUsage::BOTH).is_err());
-            assert!(
-                admin
-                    .rotate("foo")
-                    .unwrap_err()
-                    .contains("unsupported on pkcs11")
-            );
+            // A rotation is a key of its own, labelled foo/v2, with the same usage.
+            let rotated = admin.rotate("foo").unwrap();
+            assert_eq!((rotated.versions, rotated.usage), (2, KeyUsage::BOTH));
+            assert!(admin.rotate("no-such-key").is_err());
             let ids: Vec<_> = admin.list().unwrap().into_iter().map(|l| l.id).collect();
+            assert!(!ids.iter().any(|i| i.contains('/')), "{ids:?}");
             for id in [
                 "foo",
                 "encrypt_only_key",
@@ -74,6 +73,16 @@ fn usages_are_hsm_attributes() {
             let s = b.encrypt("foo", 1, b"secret", b"aad").await.unwrap();
             let pt = b.decrypt("foo", 1, sealed_ref(&s), b"aad").await.unwrap();
             assert_eq!(pt.as_slice(), b"secret");
+            assert_eq!(b.key_info("foo").await.unwrap().current_version, 2);
+            let s2 = b.encrypt("foo", 2, b"newer", b"aad").await.unwrap();
+            let pt = b.decrypt("foo", 2, sealed_ref(&s2), b"aad").await.unwrap();
+            assert_eq!(pt.as_slice(), b"newer");
+            // Each version is its own key: a ciphertext does not open under another version.
+            let e = b
+                .decrypt("foo", 1, sealed_ref(&s2), b"aad")
+                .await
+                .unwrap_err();
+            assert_eq!(e, KeyError::Authentication);
             let s = b.encrypt("encrypt_only_key", 1, b"x", b"").await.unwrap();
             let e = b
                 .decrypt("encrypt_only_key", 1, sealed_ref(&s), b"")

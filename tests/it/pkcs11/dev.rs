@@ -13,23 +13,25 @@ use crate::support::process::BIN;
 fn dev_softhsm2_serves_hsm_keys_it_created() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("dev");
-    let mut child = Command::new(BIN)
-        .args([
-            "serve",
-            "--dev",
-            "--backend",
-            "softhsm2",
-            "--listen",
-            "127.0.0.1:0",
-        ])
-        .arg("--data-dir")
-        .arg(&data)
-        .env_remove("SOFTHSM2_CONF")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut child = KillOnDrop(
+        Command::new(BIN)
+            .args([
+                "serve",
+                "--dev",
+                "--backend",
+                "softhsm2",
+                "--listen",
+                "127.0.0.1:0",
+            ])
+            .arg("--data-dir")
+            .arg(&data)
+            .env_remove("SOFTHSM2_CONF")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let mut lines = BufReader::new(child.0.stdout.take().unwrap()).lines();
     let mut banner = String::new();
     let started = Instant::now();
     while !banner.contains("/encrypt") {
@@ -116,6 +118,15 @@ fn dev_softhsm2_serves_hsm_keys_it_created() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(child);
+}
+
+/// The server ends with the test, also when an assertion fails first.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }

@@ -292,6 +292,12 @@ async fn fail_closed_log_refuses_requests_but_not_health() {
         .await
         .expect_ok();
     assert!(server.policy_counts().log_refusals >= 1);
+    // What the KeygateDecisionLogFailClosedRefusing alert watches.
+    let m = server.metrics();
+    assert_eq!(metric(&m, "keygate_decision_log_writable"), 0.0);
+    assert_eq!(metric(&m, "keygate_decision_log_fail_closed"), 1.0);
+    assert!(metric(&m, "keygate_decision_log_refusals_total") >= 1.0);
+    assert!(metric(&m, "keygate_decision_log_write_errors_total") >= 1.0);
     // Space comes back: requests flow again without a restart.
     std::fs::remove_file(&log).unwrap();
     std::fs::write(&log, "").unwrap();
@@ -303,6 +309,10 @@ async fn fail_closed_log_refuses_requests_but_not_health() {
         .post(&path("metadata", "foo"), &metadata_body())
         .await
         .expect_ok();
+    assert_eq!(
+        metric(&server.metrics(), "keygate_decision_log_writable"),
+        1.0
+    );
     server.stop().await;
 }
 
@@ -417,7 +427,16 @@ fn policy_check_and_test_report_failures() {
         r#"{"operation": "Encrypt", "request_metadata": {}}"#,
     )
     .unwrap();
-    let out = keygate(&["policy", "eval", "--input", input.to_str().unwrap()]);
+    // A partial input is refused unless the check is skipped on purpose.
+    let refused = keygate(&["policy", "eval", "--input", input.to_str().unwrap()]);
+    assert_eq!(refused.status.code(), Some(64));
+    let out = keygate(&[
+        "policy",
+        "eval",
+        "--no-input-check",
+        "--input",
+        input.to_str().unwrap(),
+    ]);
     let decision: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(decision["allow"], true);
 }

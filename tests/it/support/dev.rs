@@ -25,6 +25,16 @@ impl DevServer {
     /// `keygate serve --dev --listen 127.0.0.1:0 --data-dir DATA ARGS...` run in `cwd`; returns
     /// once the banner is printed.
     pub fn start(cwd: &Path, data_dir: &Path, args: &[&str]) -> DevServer {
+        Self::start_with_env(cwd, data_dir, args, &[])
+    }
+
+    /// `start` with `envs` added to keygate's environment.
+    pub fn start_with_env(
+        cwd: &Path,
+        data_dir: &Path,
+        args: &[&str],
+        envs: &[(&str, &str)],
+    ) -> DevServer {
         let stderr_path = cwd.join(format!("keygate-{}.err", std::process::id()));
         let mut child = Command::new(env!("CARGO_BIN_EXE_keygate"))
             .current_dir(cwd)
@@ -32,6 +42,7 @@ impl DevServer {
             .arg(data_dir)
             .args(args)
             .env("RUST_LOG", "info")
+            .envs(envs.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&stderr_path).unwrap())

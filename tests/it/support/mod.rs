@@ -1,14 +1,17 @@
 //! What every test module shares: the fixture, the XKS client, the two ways to run keygate
 //! (`TestServer` in this process, `KeygateProcess` as the real binary), the SoftHSMv2
-//! harness, the TLS helpers, running one test in a process of its own, and waiting for a
+//! and OpenBao harnesses, the TLS helpers, running one test in a process of its own, and waiting for a
 //! condition instead of sleeping a guessed time.
 
+pub mod bao;
 pub mod client;
 pub mod collector;
 pub mod dev;
 pub mod fixtures;
+pub mod kms;
 pub mod own_process;
 pub mod process;
+pub mod prometheus;
 pub mod server;
 pub mod softhsm;
 pub mod tls;

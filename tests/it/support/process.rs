@@ -97,6 +97,10 @@ pub struct KeygateProcess {
     pub dir: tempfile::TempDir,
     /// The SoftHSMv2 token it serves from, for `on_softhsm` servers.
     pub token: Option<Token>,
+    /// The OpenBao server it serves from, for `on_openbao` servers (stopped after keygate).
+    pub bao: Option<super::bao::Bao>,
+    /// keygate's OpenBao token, for `on_openbao` servers.
+    pub bao_token: Option<String>,
     child: Child,
     stdout: Arc<Mutex<Vec<u8>>>,
     stderr: Arc<Mutex<Vec<u8>>>,
@@ -131,6 +135,25 @@ impl KeygateProcess {
         let mut server = Self::serve(dir, &config_path, rust_log, &[("SOFTHSM2_CONF", &conf)]);
         server.token = Some(token);
         server
+    }
+
+    /// `keygate serve` on a fresh `bao server -dev` holding the fixture's keys (set up by the
+    /// harness, see `support::bao`): `config_text` with its software backend swapped for the
+    /// server; `extra` lines go into `[backend.openbao]`.
+    pub fn on_openbao(config_text: &str, extra: &str, rust_log: &str) -> KeygateProcess {
+        let bao = super::bao::Bao::start();
+        let token = bao.fixture("1h");
+        let dir = tempfile::tempdir().unwrap();
+        let config_path = bao.write_config(dir.path(), &token, config_text, extra);
+        let mut server = Self::serve(dir, &config_path, rust_log, &[]);
+        server.bao = Some(bao);
+        server.bao_token = Some(token);
+        server
+    }
+
+    /// The OpenBao server of an `on_openbao` server.
+    pub fn bao(&self) -> &super::bao::Bao {
+        self.bao.as_ref().expect("an on_openbao server")
     }
 
     /// `keygate serve --config config_path` with `envs`; `dir` lives as long as the process.
@@ -186,6 +209,8 @@ impl KeygateProcess {
             config_path: config_path.to_owned(),
             dir,
             token: None,
+            bao: None,
+            bao_token: None,
             child,
             stdout,
             stderr,

@@ -1,8 +1,10 @@
-//! The decision log's metrics: lines written and lost, the head, the uploader (events
-//! uploaded, failed requests, events dropped, buffer bytes, how far shipped, whether the
-//! collector is failing) and the digests (written, failed, how far covered, when). The log
-//! keeps its own totals; `App` copies them in at each scrape with [`DecisionLogCounters`]'
-//! setters.
+//! The decision log's metrics: lines written and lost, its head, whether a log is configured,
+//! fail-closed and writable, the requests refused because their line could not be written,
+//! and the lines judged but not yet on disk. The rules in `deploy/prometheus/` build the
+//! audit coverage (lines written / judged requests) and the audit alerts from them. Also the
+//! uploader to an OPA collector (events uploaded, failed uploads, events dropped, buffer
+//! bytes, how far shipped, whether it is failing) and the signed digests (written, failed,
+//! how far covered, when).
 
 use std::sync::atomic::Ordering;
 
@@ -10,8 +12,9 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
-/// Decision-log counters, for the policy engine's writer.
-#[derive(Debug, Clone, Default)]
+/// Decision-log handles, for the policy engine's writer (or copied in at scrape time with
+/// [`Metrics::on_encode`](super::Metrics::on_encode)). Clones share the values.
+#[derive(Debug, Clone)]
 pub struct DecisionLogCounters {
     /// A line reached the log.
     pub written: Counter,
@@ -20,10 +23,43 @@ pub struct DecisionLogCounters {
     /// `seq` of the last line written: an outside record of the log's head, against which
     /// `keygate audit verify --checkpoint` shows lines cut off the end.
     pub head_seq: Gauge,
+    /// 1 when a decision log is configured, 0 otherwise.
+    pub enabled: Gauge,
+    /// 1 when the log is fail-closed (requests are refused while it cannot be written).
+    pub fail_closed: Gauge,
+    /// 0 while the log cannot be written; 1 otherwise, and when no log is configured.
+    pub writable: Gauge,
+    /// Failed write or reopen attempts.
+    pub write_errors: Counter,
+    /// Requests refused because their line could not be written (fail-closed mode).
+    pub refusals: Counter,
+    /// Judged requests whose line is not yet written or counted lost: requests still being
+    /// served, and lines queued for the writer (the log's lag, in lines).
+    pub pending: Gauge,
     /// Shipping to the collector.
     pub upload: UploadCounters,
     /// Signed digests.
     pub digests: DigestCounters,
+}
+
+impl Default for DecisionLogCounters {
+    fn default() -> Self {
+        let counters = DecisionLogCounters {
+            written: Counter::default(),
+            lost: Counter::default(),
+            head_seq: Gauge::default(),
+            enabled: Gauge::default(),
+            fail_closed: Gauge::default(),
+            writable: Gauge::default(),
+            write_errors: Counter::default(),
+            refusals: Counter::default(),
+            pending: Gauge::default(),
+            upload: UploadCounters::default(),
+            digests: DigestCounters::default(),
+        };
+        counters.writable.set(1);
+        counters
+    }
 }
 
 /// The uploader's metrics.
@@ -64,6 +100,14 @@ impl DecisionLogCounters {
         self.lost.inner().store(lost, Ordering::Relaxed);
     }
 
+    /// Sets the failure totals: write errors and requests refused (call from `on_encode`).
+    pub fn set_failures(&self, write_errors: u64, refusals: u64) {
+        self.write_errors
+            .inner()
+            .store(write_errors, Ordering::Relaxed);
+        self.refusals.inner().store(refusals, Ordering::Relaxed);
+    }
+
     /// Sets the uploader's totals.
     pub fn set_upload(&self, t: UploadTotals) {
         let u = &self.upload;
@@ -84,7 +128,6 @@ impl DecisionLogCounters {
         d.last_timestamp.set(gauge(last_unix));
     }
 
-    /// Registers every metric under `keygate_decision_log_*`.
     pub(super) fn register(&self, r: &mut Registry) {
         r.register(
             "decision_log_lines_written",
@@ -100,6 +143,36 @@ impl DecisionLogCounters {
             "decision_log_head_seq",
             "seq of the last decision-log line written (a log whose last seq is lower was cut off)",
             self.head_seq.clone(),
+        );
+        r.register(
+            "decision_log_enabled",
+            "1 when a decision log is configured, 0 otherwise",
+            self.enabled.clone(),
+        );
+        r.register(
+            "decision_log_fail_closed",
+            "1 when the decision log is fail-closed: requests are refused while it cannot be written",
+            self.fail_closed.clone(),
+        );
+        r.register(
+            "decision_log_writable",
+            "0 while the decision log cannot be written; 1 otherwise, and when no log is configured",
+            self.writable.clone(),
+        );
+        r.register(
+            "decision_log_write_errors",
+            "Failed decision-log write or reopen attempts",
+            self.write_errors.clone(),
+        );
+        r.register(
+            "decision_log_refusals",
+            "Requests refused because their decision line could not be written (fail_closed)",
+            self.refusals.clone(),
+        );
+        r.register(
+            "decision_log_lines_pending",
+            "Judged requests whose decision line is not yet written or counted lost (requests being served, lines queued for the writer)",
+            self.pending.clone(),
         );
         let u = &self.upload;
         r.register(
