@@ -12,7 +12,7 @@ use crate::health::HealthMonitor;
 use crate::keys::KeyBackend;
 use crate::keys::software::SoftwareBackend;
 use crate::metrics::backend::MeteredBackend;
-use crate::metrics::{CredentialRecord, Metrics, UploadTotals};
+use crate::metrics::{CredentialRecord, DigestTotals, Metrics, UploadTotals};
 use crate::policy::decision_log::settings::DigestKey;
 use crate::policy::decision_log::{DecisionLog, DecisionLogConfig, DigestConfig};
 use crate::policy::{Authorizer, PolicyEngine, PolicySet};
@@ -151,7 +151,13 @@ impl App {
                     });
                 }
                 if let Some(d) = log.digest_stats() {
-                    counters.set_digests(d.written(), d.failed(), d.digested_seq(), d.last_unix());
+                    counters.set_digests(DigestTotals {
+                        written: d.written(),
+                        failed: d.failed(),
+                        digested_seq: d.digested_seq(),
+                        last_unix: d.last_unix(),
+                        interval_secs: d.interval_secs(),
+                    });
                 }
             });
         }

@@ -84,6 +84,18 @@ pub struct UploadTotals {
     pub failing: bool,
 }
 
+/// The digests' totals, as the log keeps them.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DigestTotals {
+    pub written: u64,
+    pub failed: u64,
+    /// `last_seq` of the newest digest.
+    pub digested_seq: u64,
+    /// Unix time of the newest digest.
+    pub last_unix: u64,
+    pub interval_secs: u64,
+}
+
 /// The digests' metrics.
 #[derive(Debug, Clone, Default)]
 pub struct DigestCounters {
@@ -91,6 +103,7 @@ pub struct DigestCounters {
     pub failed: Counter,
     pub digested_seq: Gauge,
     pub last_timestamp: Gauge,
+    pub interval: Gauge,
 }
 
 impl DecisionLogCounters {
@@ -119,13 +132,14 @@ impl DecisionLogCounters {
         u.failing.set(i64::from(t.failing));
     }
 
-    /// Sets the digests' totals: written, failed, `last_seq` of the newest, its Unix time.
-    pub fn set_digests(&self, written: u64, failed: u64, digested_seq: u64, last_unix: u64) {
+    /// Sets the digests' totals.
+    pub fn set_digests(&self, t: DigestTotals) {
         let d = &self.digests;
-        d.written.inner().store(written, Ordering::Relaxed);
-        d.failed.inner().store(failed, Ordering::Relaxed);
-        d.digested_seq.set(gauge(digested_seq));
-        d.last_timestamp.set(gauge(last_unix));
+        d.written.inner().store(t.written, Ordering::Relaxed);
+        d.failed.inner().store(t.failed, Ordering::Relaxed);
+        d.digested_seq.set(gauge(t.digested_seq));
+        d.last_timestamp.set(gauge(t.last_unix));
+        d.interval.set(gauge(t.interval_secs));
     }
 
     pub(super) fn register(&self, r: &mut Registry) {
@@ -225,6 +239,11 @@ impl DecisionLogCounters {
             "decision_log_digest_last_timestamp_seconds",
             "Unix time of the newest signed digest (alert when older than the interval)",
             d.last_timestamp.clone(),
+        );
+        r.register(
+            "decision_log_digest_interval_seconds",
+            "Configured most time between two signed digests (interval_secs)",
+            d.interval.clone(),
         );
     }
 }

@@ -18,6 +18,8 @@ pub struct DigestStats {
     pub(crate) failed: AtomicU64,
     /// Unix time (seconds) of the newest digest written.
     pub(crate) last_unix: AtomicU64,
+    /// The configured interval, in seconds.
+    pub(crate) interval_secs: AtomicU64,
 }
 
 impl DigestStats {
@@ -39,6 +41,11 @@ impl DigestStats {
     /// Unix time of the newest digest written (0: none yet).
     pub fn last_unix(&self) -> u64 {
         self.last_unix.load(Ordering::Relaxed)
+    }
+
+    /// Most seconds between two digests, as configured.
+    pub fn interval_secs(&self) -> u64 {
+        self.interval_secs.load(Ordering::Relaxed)
     }
 }
 

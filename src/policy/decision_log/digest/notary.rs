@@ -51,6 +51,9 @@ impl Notary {
     ) -> Result<(SyncSender<Job>, std::thread::JoinHandle<()>), String> {
         create_dir(&config.dir)?;
         let link = newest(&config)?;
+        stats
+            .interval_secs
+            .store(config.interval.as_secs(), Ordering::Relaxed);
         let notary = Self {
             config,
             log_name,
