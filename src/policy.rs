@@ -25,6 +25,7 @@ use arc_swap::ArcSwap;
 use regorus::Value;
 
 pub use authorizer::{ABANDONED, Authorizer, Judgement, LogRefused, Verdict};
+pub(crate) use input::parse_rfc3339;
 pub use input::{Interface, PeerCred, PolicyInput};
 pub use set::{PolicyFile, PolicySet};
 pub use stats::{PolicyCounts, PolicyStats};

@@ -11,6 +11,8 @@
 #                         keys made with `keygate keys` as root, keygate on a token limited to
 #                         them (bao from KEYGATE_BAO, PATH or .venv/bin/bao; POOL connections, 32)
 #   DECISION_LOG=1|0      1 (default): every judged request is written to the decision log
+#   AUDIT=0|1             1: also signed digests (an Ed25519 key file, default interval) and
+#                         shipping to examples/opa-collector.py on loopback every second
 #   KMS_V2=1|0            1: also serve the KMS v2 plugin on $work/kms.sock (key foo)
 #   POLICY_DIR=DIR        policies to serve (default: the embedded default policy)
 #   PORT=18443            listen port on 127.0.0.1
@@ -34,10 +36,15 @@ BIN=$(realpath "$KEYGATE_BIN")
 
 work=$(mktemp -d)
 server_pid=""
+collector_pid=""
 bench_server_cleanup() {
   if [ -n "$server_pid" ]; then
     kill "$server_pid" 2>/dev/null || true
     wait "$server_pid" 2>/dev/null || true
+  fi
+  if [ -n "$collector_pid" ]; then
+    kill "$collector_pid" 2>/dev/null || true
+    wait "$collector_pid" 2>/dev/null || true
   fi
   if [ -n "${bao_pid:-}" ]; then
     kill "$bao_pid" 2>/dev/null || true
@@ -127,6 +134,18 @@ if [ "$DECISION_LOG" = 1 ]; then
   decision_log="$work/decisions.log"
   # Large enough that a run never rotates, so the line count is the number of decisions.
   printf '[decision_log]\npath = "decisions.log"\nrotate_bytes = 68719476736\n\n' >>"$config"
+  if [ "${AUDIT:-0}" = 1 ]; then
+    "$BIN" audit keygen --out "$work/digest-key.pem" --public-out "$work/digest-pub.pem" >/dev/null 2>&1
+    python3 examples/opa-collector.py 0 "$work/collected.log" >"$work/collector.out" &
+    collector_pid=$!
+    for _ in $(seq 100); do
+      grep -q "listening on" "$work/collector.out" 2>/dev/null && break
+      sleep 0.1
+    done
+    collector=$(sed -n 's/^listening on //p' "$work/collector.out")
+    printf '[decision_log.upload]\nurl = "http://%s"\nmin_delay_seconds = 1\nmax_delay_seconds = 1\n' "$collector" >>"$config"
+    printf '[decision_log.digest]\ndir = "digests"\nkey_file = "digest-key.pem"\n\n' >>"$config"
+  fi
 fi
 cat >>"$config" <<CONF
 [[keystore]]
@@ -166,3 +185,11 @@ grep -q "keygate listening" "$work/server.log" || { cat "$work/server.log" >&2; 
 server_cpu_ticks() { awk '{print $14 + $15}' "/proc/$server_pid/stat"; }
 # The same for the OpenBao server (0 for other backends).
 bao_cpu_ticks() { if [ -n "${bao_pid:-}" ]; then awk '{print $14 + $15}' "/proc/$bao_pid/stat"; else echo 0; fi; }
+
+# "name ticks" for each of the server's decision-log threads (writer, digests, upload).
+decision_log_thread_ticks() {
+  for t in /proc/"$server_pid"/task/*; do
+    name=$(cat "$t/comm" 2>/dev/null) || continue
+    case "$name" in decision-log*) awk -v n="$name" '{print n, $14 + $15}' "$t/stat" ;; esac
+  done
+}

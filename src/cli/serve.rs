@@ -147,6 +147,8 @@ pub(super) fn serve(args: ServeArgs) -> ExitCode {
                     fail_closed: false,
                     rotate_bytes: None,
                     rotate_interval: None,
+                    upload: None,
+                    digest: None,
                 });
             }
         }
@@ -167,6 +169,8 @@ pub(super) fn serve(args: ServeArgs) -> ExitCode {
             fail_closed: false,
             rotate_bytes: None,
             rotate_interval: None,
+            upload: None,
+            digest: None,
         });
     }
     let dev_ca = match apply_tls(&mut config, args.tls, args.dev.then_some(&args.data_dir)) {

@@ -45,6 +45,9 @@ pub enum ConnError {
     /// The HTTP exchange failed.
     #[error("HTTP: {0}")]
     Http(#[from] hyper::Error),
+    /// The response body was larger than the caller allows.
+    #[error("response body over {0} bytes")]
+    BodyTooLarge(usize),
     /// The proxy did not finish connecting, or answering, in time.
     #[error("no {what} within {after:?}")]
     TimedOut {
@@ -288,11 +291,42 @@ impl Connection {
             .map_err(|_| timed_out)?
     }
 
+    /// As `send`, reading at most `max_body` bytes of the response body (a larger one is an
+    /// error): for peers whose answers keygate does not control.
+    pub async fn send_bounded(
+        &mut self,
+        req: Request<Full<Bytes>>,
+        max_body: usize,
+    ) -> Result<Reply, ConnError> {
+        let timed_out = ConnError::TimedOut {
+            what: "response",
+            after: self.timeout,
+        };
+        tokio::time::timeout(self.timeout, self.exchange_bounded(req, max_body))
+            .await
+            .map_err(|_| timed_out)?
+    }
+
     async fn exchange(&mut self, req: Request<Full<Bytes>>) -> Result<Reply, ConnError> {
+        self.exchange_bounded(req, usize::MAX).await
+    }
+
+    async fn exchange_bounded(
+        &mut self,
+        req: Request<Full<Bytes>>,
+        max_body: usize,
+    ) -> Result<Reply, ConnError> {
         self.sender.ready().await?;
         let response = self.sender.send_request(req).await?;
         let (parts, body) = response.into_parts();
-        let body = body.collect().await?.to_bytes();
+        let body = http_body_util::Limited::new(body, max_body)
+            .collect()
+            .await
+            .map_err(|e| match e.downcast::<hyper::Error>() {
+                Ok(e) => ConnError::Http(*e),
+                Err(_) => ConnError::BodyTooLarge(max_body),
+            })?
+            .to_bytes();
         let content_type = parts
             .headers
             .get(http::header::CONTENT_TYPE)

@@ -15,6 +15,7 @@ use super::checked::{
 };
 use super::raw::{RawBackend, RawConfig, RawDecisionLog, RawLimits, RawPolicy, RawServer};
 use crate::keys::valid_key_id;
+use crate::policy::decision_log::settings::DigestKey;
 
 pub use keystores::{MAX_PREFIX_LEN, check_prefix};
 
@@ -49,7 +50,7 @@ pub(super) fn config(raw: RawConfig, path: &Path) -> Result<Config, ConfigError>
     let keystores = c.keystores(raw.keystore, &server.region, &base, raw.kms_v2.is_none());
     let kms_v2 = c.kms_v2(raw.kms_v2, &base, &keystores);
     let policy = c.policy(raw.policy, &base);
-    let decision_log = c.decision_log(raw.decision_log, &base);
+    let decision_log = c.decision_log(raw.decision_log, &base, &backend.kind);
     let tls = raw.tls.and_then(|t| match t.check(&base) {
         Ok(t) => Some(t),
         Err(p) => {
@@ -285,8 +286,34 @@ impl Checker {
         &mut self,
         raw: Option<RawDecisionLog>,
         base: &Path,
+        backend: &BackendKind,
     ) -> Option<DecisionLogSettings> {
         let raw = raw?;
+        let upload = raw
+            .upload
+            .and_then(|u| match u.check(base, &mut self.warnings) {
+                Ok(u) => Some(u),
+                Err(p) => {
+                    self.problems.extend(p);
+                    None
+                }
+            });
+        let digest = raw.digest.and_then(|d| match d.check(base) {
+            Ok(d) => Some(d),
+            Err(p) => {
+                self.problems.extend(p);
+                None
+            }
+        });
+        if let Some(DigestKey::Pkcs11Label(_)) = digest.as_ref().map(|d| &d.key)
+            && !matches!(backend, BackendKind::Pkcs11(_))
+        {
+            self.problems.push(
+                "decision_log.digest.pkcs11_key_label needs backend.kind = \"pkcs11\" (the key is \
+                 in the backend's token)"
+                    .into(),
+            );
+        }
         if raw.rotate_bytes == Some(0) {
             self.problems
                 .push("decision_log.rotate_bytes must be at least 1".into());
@@ -300,6 +327,8 @@ impl Checker {
             fail_closed: raw.fail_closed.unwrap_or(false),
             rotate_bytes: raw.rotate_bytes,
             rotate_interval: raw.rotate_interval_secs.map(Duration::from_secs),
+            upload,
+            digest,
         })
     }
 }

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
 use crate::credentials::{AccessKeyId, Secret};
+use crate::policy::decision_log::settings::{DigestSettings, UploadSettings};
 use crate::server::tls::TlsSettings;
 use crate::shed::RateLimit;
 
@@ -156,6 +157,10 @@ pub struct DecisionLogSettings {
     pub fail_closed: bool,
     pub rotate_bytes: Option<u64>,
     pub rotate_interval: Option<Duration>,
+    /// `[decision_log.upload]`: ship events to an OPA decision-log collector.
+    pub upload: Option<UploadSettings>,
+    /// `[decision_log.digest]`: signed digests.
+    pub digest: Option<DigestSettings>,
 }
 
 impl Config {

@@ -128,4 +128,6 @@ pub(super) struct RawDecisionLog {
     pub(super) fail_closed: Option<bool>,
     pub(super) rotate_bytes: Option<u64>,
     pub(super) rotate_interval_secs: Option<u64>,
+    pub(super) upload: Option<crate::policy::decision_log::settings::UploadToml>,
+    pub(super) digest: Option<crate::policy::decision_log::settings::DigestToml>,
 }

@@ -191,6 +191,98 @@ fn pkcs11_backend_is_checked_with_the_rest() {
 }
 
 #[test]
+fn digest_settings_report_every_problem() {
+    let bad = format!(
+        "{GOOD}\n[decision_log]\npath = \"d.log\"\n[decision_log.digest]\ndir = \"digests\"\n\
+         pkcs11_key_label = \"k\"\ninterval_secs = 0\n"
+    );
+    let problems = parse(&bad).unwrap_err().problems.join("\n");
+    assert!(problems.contains("interval_secs"), "{problems}");
+    let bad = format!(
+        "{GOOD}\n[decision_log]\npath = \"d.log\"\n[decision_log.digest]\ndir = \"digests\"\n\
+         pkcs11_key_label = \"k\"\n"
+    );
+    let problems = parse(&bad).unwrap_err().problems.join("\n");
+    assert!(
+        problems.contains("needs backend.kind = \"pkcs11\""),
+        "{problems}"
+    );
+    let bad = format!(
+        "{GOOD}\n[decision_log]\npath = \"d.log\"\n[decision_log.digest]\ndir = \"digests\"\n\
+         key_file = \"/nonexistent/key.pem\"\npkcs11_key_label = \"k\"\n"
+    );
+    let problems = parse(&bad).unwrap_err().problems.join("\n");
+    assert!(
+        problems.contains("exactly one of key_file and pkcs11_key_label"),
+        "{problems}"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("k.pem");
+    let (pem, _) = crate::signing::Ed25519FileKey::generate().unwrap();
+    std::fs::write(&key, pem.as_bytes()).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let good = format!(
+        "{GOOD}\n[decision_log]\npath = \"d.log\"\n[decision_log.digest]\ndir = \"digests\"\n\
+         key_file = {:?}\n",
+        key.display().to_string()
+    );
+    let c = parse(&good).unwrap();
+    let d = c.decision_log.unwrap().digest.unwrap();
+    assert_eq!(d.dir, Path::new("/etc/keygate/digests"));
+    assert_eq!(d.interval, std::time::Duration::from_secs(3600));
+}
+
+#[test]
+fn upload_settings_follow_opa_and_report_every_problem() {
+    let with = |table: &str| {
+        format!("{GOOD}\n[decision_log]\npath = \"d.log\"\n[decision_log.upload]\n{table}\n")
+    };
+    let c = parse(&with("url = \"http://127.0.0.1:8181/base/\"")).unwrap();
+    let u = c.decision_log.unwrap().upload.unwrap();
+    assert_eq!(u.path, "/base/logs");
+    assert_eq!(u.upload_size_limit, 32 * 1024);
+    assert_eq!((u.min_delay.as_secs(), u.max_delay.as_secs()), (300, 600));
+    assert!(!u.require_upload);
+    let c = parse(&with(
+        "url = \"http://localhost:8181\"\npartition_name = \"keygate\"",
+    ))
+    .unwrap();
+    assert_eq!(
+        c.decision_log.unwrap().upload.unwrap().path,
+        "/logs/keygate"
+    );
+    let c = parse(&with("url = \"http://collector.example:8181\"")).unwrap();
+    assert!(
+        c.warnings.iter().any(|w| w.contains("plain HTTP")),
+        "{:?}",
+        c.warnings
+    );
+    let problems = parse(&with(
+        "url = \"https://collector.example\"\nresource = \"/x\"\npartition_name = \"p\"\n\
+         min_delay_seconds = 10\nmax_delay_seconds = 5\nupload_size_limit_bytes = 10\n\
+         bearer_token_path = \"/nonexistent/token\"",
+    ))
+    .unwrap_err()
+    .problems
+    .join("\n");
+    for needle in [
+        "ca_cert is required",
+        "resource or partition_name",
+        "min_delay_seconds",
+        "upload_size_limit_bytes",
+        "bearer_token_path",
+    ] {
+        assert!(problems.contains(needle), "{needle}: {problems}");
+    }
+    let problems = parse(&with("url = \"ftp://x\""))
+        .unwrap_err()
+        .problems
+        .join("\n");
+    assert!(problems.contains("not an http(s)"), "{problems}");
+}
+
+#[test]
 fn openbao_backend_is_checked() {
     let missing = format!("{GOOD}\n[backend]\nkind = \"openbao\"\n");
     let e = parse(&missing).unwrap_err().problems.join("\n");

@@ -11,6 +11,7 @@ mod facts;
 mod gcm;
 mod health;
 mod settings;
+mod sign;
 mod token;
 pub mod versions;
 
@@ -25,6 +26,7 @@ use zeroize::Zeroizing;
 pub use admin::Pkcs11Admin;
 pub use facts::DISABLED_MARKER;
 pub use settings::{IvMode, Pin, Pkcs11Settings, Pkcs11Toml, TokenSelector};
+pub use sign::Pkcs11Signer;
 
 use self::engine::Engine;
 use crate::keys::{EkmInstance, KeyBackend, KeyError, KeyInfo, KeyOp, Sealed, SealedRef};
@@ -52,6 +54,13 @@ impl Pkcs11Backend {
             permits,
             in_use: Gauge::default(),
         })
+    }
+
+    /// The signer of the decision log's digests: the key pair labelled `label` in this
+    /// backend's token (a sensitive, non-extractable ECDSA P-256 or Ed25519 private key and
+    /// its public key). Blocking: call it before serving.
+    pub fn digest_signer(&self, label: &str) -> Result<Pkcs11Signer, KeyError> {
+        Pkcs11Signer::open(self.engine.clone(), label)
     }
 
     /// Reports the number of HSM calls in progress through `gauge`.

@@ -1,7 +1,10 @@
 //! The decision log's metrics: lines written and lost, its head, whether a log is configured,
 //! fail-closed and writable, the requests refused because their line could not be written,
 //! and the lines judged but not yet on disk. The rules in `deploy/prometheus/` build the
-//! audit coverage (lines written / judged requests) and the audit alerts from them.
+//! audit coverage (lines written / judged requests) and the audit alerts from them. Also the
+//! uploader to an OPA collector (events uploaded, failed uploads, events dropped, buffer
+//! bytes, how far shipped, whether it is failing) and the signed digests (written, failed,
+//! how far covered, when).
 
 use std::sync::atomic::Ordering;
 
@@ -33,6 +36,10 @@ pub struct DecisionLogCounters {
     /// Judged requests whose line is not yet written or counted lost: requests still being
     /// served, and lines queued for the writer (the log's lag, in lines).
     pub pending: Gauge,
+    /// Shipping to the collector.
+    pub upload: UploadCounters,
+    /// Signed digests.
+    pub digests: DigestCounters,
 }
 
 impl Default for DecisionLogCounters {
@@ -47,10 +54,56 @@ impl Default for DecisionLogCounters {
             write_errors: Counter::default(),
             refusals: Counter::default(),
             pending: Gauge::default(),
+            upload: UploadCounters::default(),
+            digests: DigestCounters::default(),
         };
         counters.writable.set(1);
         counters
     }
+}
+
+/// The uploader's metrics.
+#[derive(Debug, Clone, Default)]
+pub struct UploadCounters {
+    pub uploaded: Counter,
+    pub failed: Counter,
+    pub dropped: Counter,
+    pub buffer_bytes: Gauge,
+    pub shipped_seq: Gauge,
+    pub failing: Gauge,
+}
+
+/// The uploader's totals, as the log keeps them.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct UploadTotals {
+    pub uploaded: u64,
+    pub failed: u64,
+    pub dropped: u64,
+    pub buffer_bytes: u64,
+    pub shipped_seq: u64,
+    pub failing: bool,
+}
+
+/// The digests' totals, as the log keeps them.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DigestTotals {
+    pub written: u64,
+    pub failed: u64,
+    /// `last_seq` of the newest digest.
+    pub digested_seq: u64,
+    /// Unix time of the newest digest.
+    pub last_unix: u64,
+    pub interval_secs: u64,
+}
+
+/// The digests' metrics.
+#[derive(Debug, Clone, Default)]
+pub struct DigestCounters {
+    pub written: Counter,
+    pub failed: Counter,
+    pub digested_seq: Gauge,
+    pub last_timestamp: Gauge,
+    pub interval: Gauge,
 }
 
 impl DecisionLogCounters {
@@ -66,6 +119,27 @@ impl DecisionLogCounters {
             .inner()
             .store(write_errors, Ordering::Relaxed);
         self.refusals.inner().store(refusals, Ordering::Relaxed);
+    }
+
+    /// Sets the uploader's totals.
+    pub fn set_upload(&self, t: UploadTotals) {
+        let u = &self.upload;
+        u.uploaded.inner().store(t.uploaded, Ordering::Relaxed);
+        u.failed.inner().store(t.failed, Ordering::Relaxed);
+        u.dropped.inner().store(t.dropped, Ordering::Relaxed);
+        u.buffer_bytes.set(gauge(t.buffer_bytes));
+        u.shipped_seq.set(gauge(t.shipped_seq));
+        u.failing.set(i64::from(t.failing));
+    }
+
+    /// Sets the digests' totals.
+    pub fn set_digests(&self, t: DigestTotals) {
+        let d = &self.digests;
+        d.written.inner().store(t.written, Ordering::Relaxed);
+        d.failed.inner().store(t.failed, Ordering::Relaxed);
+        d.digested_seq.set(gauge(t.digested_seq));
+        d.last_timestamp.set(gauge(t.last_unix));
+        d.interval.set(gauge(t.interval_secs));
     }
 
     pub(super) fn register(&self, r: &mut Registry) {
@@ -114,5 +188,66 @@ impl DecisionLogCounters {
             "Judged requests whose decision line is not yet written or counted lost (requests being served, lines queued for the writer)",
             self.pending.clone(),
         );
+        let u = &self.upload;
+        r.register(
+            "decision_log_upload_events_uploaded",
+            "Decision events the OPA collector acknowledged (2xx)",
+            u.uploaded.clone(),
+        );
+        r.register(
+            "decision_log_upload_requests_failed",
+            "Uploads to the collector that failed (refused, non-2xx, timed out); retried with backoff",
+            u.failed.clone(),
+        );
+        r.register(
+            "decision_log_upload_events_dropped",
+            "Decision events never shipped: over upload_size_limit_bytes alone, or their file was gone (they stay in the local log)",
+            u.dropped.clone(),
+        );
+        r.register(
+            "decision_log_upload_buffer_bytes",
+            "Bytes of decision events read from the log and not yet acknowledged by the collector",
+            u.buffer_bytes.clone(),
+        );
+        r.register(
+            "decision_log_upload_shipped_seq",
+            "seq of the last decision-log line the collector acknowledged (compare with head_seq)",
+            u.shipped_seq.clone(),
+        );
+        r.register(
+            "decision_log_upload_failing",
+            "1 while the last upload failed (with require_upload, requests are refused meanwhile)",
+            u.failing.clone(),
+        );
+        let d = &self.digests;
+        r.register(
+            "decision_log_digests_written",
+            "Signed decision-log digests written",
+            d.written.clone(),
+        );
+        r.register(
+            "decision_log_digests_failed",
+            "Decision-log digests that could not be signed or written (their content goes into the next)",
+            d.failed.clone(),
+        );
+        r.register(
+            "decision_log_digest_last_seq",
+            "Head seq the newest signed digest covers",
+            d.digested_seq.clone(),
+        );
+        r.register(
+            "decision_log_digest_last_timestamp_seconds",
+            "Unix time of the newest signed digest (alert when older than the interval)",
+            d.last_timestamp.clone(),
+        );
+        r.register(
+            "decision_log_digest_interval_seconds",
+            "Configured most time between two signed digests (interval_secs)",
+            d.interval.clone(),
+        );
     }
+}
+
+fn gauge(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
 }

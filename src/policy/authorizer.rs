@@ -4,10 +4,12 @@
 //! request was cancelled, the connection cut at shutdown) still writes its line, marked
 //! `RequestAbandoned`: a decision that was made is a decision that was recorded.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use super::decision_log::{DecisionLog, DecisionLogError, DecisionRecord};
+use super::decision_log::{DecisionLog, DecisionLogError, DecisionRecord, Requester};
 use super::{Decision, PolicyEngine, PolicyError, PolicyInput, PolicyStats};
 use crate::metrics::{Metrics, PolicyRefusal};
 
@@ -21,6 +23,8 @@ pub struct Authorizer {
     stats: Arc<PolicyStats>,
     decision_log: Option<DecisionLog>,
     metrics: Arc<Metrics>,
+    /// Judgements opened so far: the next one's `req_id` is this plus one.
+    judged: Arc<AtomicU64>,
 }
 
 /// What the policy said, as a front door acts on it.
@@ -32,7 +36,8 @@ pub enum Verdict {
     Deny(Vec<String>),
     /// The policy could not be evaluated: refuse (fail closed).
     Failed(String),
-    /// The policy allowed, but the decision log cannot be written and `fail_closed` is set.
+    /// The policy allowed, but the decision log cannot be written and `fail_closed` is set,
+    /// or cannot be shipped and `require_upload` is set.
     LogUnavailable,
 }
 
@@ -64,6 +69,7 @@ impl Authorizer {
             stats: Arc::new(PolicyStats::default()),
             decision_log,
             metrics,
+            judged: Arc::new(AtomicU64::new(0)),
         }
     }
 
@@ -82,8 +88,16 @@ impl Authorizer {
         self.decision_log.as_ref()
     }
 
-    /// Evaluates the policy on `input` and opens the judgement of the request.
+    /// Evaluates the policy on `input` and opens the judgement of the request; the decision
+    /// line's `requested_by` is the input's `source_ip`.
     pub fn judge(&self, input: &PolicyInput<'_>) -> Judgement {
+        self.judge_from(input, None)
+    }
+
+    /// As [`Authorizer::judge`], for a caller connected from `peer` (`requested_by` is then
+    /// `ip:port`, as OPA logs its clients).
+    pub fn judge_from(&self, input: &PolicyInput<'_>, peer: Option<SocketAddr>) -> Judgement {
+        let req_id = self.judged.fetch_add(1, Ordering::Relaxed) + 1;
         let prepared = input.to_value();
         let outcome = self.engine.evaluate_prepared(&prepared);
         self.stats.count(&outcome);
@@ -91,7 +105,13 @@ impl Authorizer {
             .policy_decision(input.keystore, matches!(&outcome, Ok(d) if d.allow));
         let record = self.decision_log.as_ref().map(|_| {
             let revision = self.engine.revision();
-            DecisionRecord::new(input, &prepared, &outcome, &revision, None)
+            DecisionRecord::new(
+                input,
+                &prepared,
+                &outcome,
+                &revision,
+                Requester { peer, req_id },
+            )
         });
         let verdict = self.verdict(outcome, input.keystore);
         Judgement {

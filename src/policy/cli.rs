@@ -1,5 +1,5 @@
-//! Commands for policy authors and auditors: `keygate policy test|eval|check` and
-//! `keygate audit verify`. Exit codes: 0 success, 1 a failure was found.
+//! Commands for policy authors: `keygate policy test|eval|check`. Exit codes: 0 success, 1 a
+//! failure was found. (`keygate audit` is in cli/audit.rs.)
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -7,7 +7,6 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 
-use super::decision_log::chain::{Checkpoint, GENESIS, Verifier};
 use super::embedded;
 use super::input_check;
 pub use super::input_check::InputProblems;
@@ -66,47 +65,12 @@ pub struct CheckArgs {
     pub dir: PathBuf,
 }
 
-/// `keygate audit ...`
-#[derive(Debug, clap::Args)]
-pub struct AuditArgs {
-    /// What to do.
-    #[command(subcommand)]
-    pub command: AuditCommand,
-}
-
-/// Audit subcommands.
-#[derive(Debug, clap::Subcommand)]
-pub enum AuditCommand {
-    /// Check the hash chain of decision-log files (oldest first) and report the first broken line.
-    Verify(VerifyArgs),
-}
-
-/// `keygate audit verify FILE...`
-#[derive(Debug, clap::Args)]
-pub struct VerifyArgs {
-    /// Decision-log files, oldest first (e.g. `decisions.log.1 decisions.log`).
-    #[arg(required = true)]
-    pub files: Vec<PathBuf>,
-    /// A line's `seq` and `hash` recorded outside the log (from a `decision log checkpoint`
-    /// line in keygate's own log): the files must hold that line with that hash, which shows
-    /// a log cut off at the end or rewritten after it. Repeatable.
-    #[arg(long = "checkpoint", value_name = "SEQ:HASH")]
-    pub checkpoints: Vec<Checkpoint>,
-}
-
 /// Run a `keygate policy` subcommand, writing its report to `out`.
 pub fn run_policy(args: &PolicyArgs, out: &mut dyn Write) -> anyhow::Result<ExitCode> {
     match &args.command {
         PolicyCommand::Test(a) => run_test(a, out),
         PolicyCommand::Eval(a) => run_eval(a, out),
         PolicyCommand::Check(a) => run_check(a, out),
-    }
-}
-
-/// Run a `keygate audit` subcommand, writing its report to `out`.
-pub fn run_audit(args: &AuditArgs, out: &mut dyn Write) -> anyhow::Result<ExitCode> {
-    match &args.command {
-        AuditCommand::Verify(a) => run_verify(a, out),
     }
 }
 
@@ -257,35 +221,6 @@ pub fn run_check(args: &CheckArgs, out: &mut dyn Write) -> anyhow::Result<ExitCo
         set.revision()
     )?;
     Ok(exit(true))
-}
-
-/// `keygate audit verify`: the chain across the files, or the first broken line.
-pub fn run_verify(args: &VerifyArgs, out: &mut dyn Write) -> anyhow::Result<ExitCode> {
-    let paths: Vec<&Path> = args.files.iter().map(PathBuf::as_path).collect();
-    match Verifier::verify_files_with(&paths, args.checkpoints.clone()) {
-        Ok(v) => {
-            let start = match (&v.continues, v.starts_from.as_str()) {
-                (_, GENESIS) => "the start of the log".to_owned(),
-                (Some(file), hash) => format!("{file} (prev_hash {hash})"),
-                (None, hash) => format!("prev_hash {hash}"),
-            };
-            writeln!(
-                out,
-                "OK: {} lines in {} files; chain continues from {start}; last seq {}, last hash {}; \
-                 {} checkpoints matched",
-                v.lines,
-                paths.len(),
-                v.last_seq,
-                v.last_hash,
-                v.checkpoints
-            )?;
-            Ok(exit(true))
-        }
-        Err(b) => {
-            writeln!(out, "BROKEN: {}:{}: {}", b.file, b.line, b.reason)?;
-            Ok(exit(false))
-        }
-    }
 }
 
 fn exit(ok: bool) -> ExitCode {

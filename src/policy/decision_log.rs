@@ -1,22 +1,40 @@
-//! Decision log: one JSON line per evaluated request, in OPA's decision-log shape plus keygate's
-//! `kms_request_id` and `error_name`, hash-chained for tamper evidence (see [`chain`]).
+//! Decision log: one JSON line per evaluated request, an OPA decision-log event plus keygate's
+//! `seq`, `kms_request_id` and `error_name`, hash-chained for tamper evidence (see [`chain`]).
 //!
 //! Requests hand their record to a bounded queue and never wait for the disk; a writer thread
 //! seals and appends the lines, rotates files, and notices when the file cannot be written. A full
 //! queue loses the line, counted and logged. In `fail_closed` mode [`DecisionLog::record`] returns
 //! an error whenever the line may not reach the disk, so the request can be refused.
+//!
+//! ```text
+//! decision_log/line.rs     the event (OPA's EventV1 members and keygate's)
+//! decision_log/chain.rs    the hash chain and its verifier
+//! decision_log/writer.rs   the writer thread: seal, append, rotate, checkpoints, digest feed
+//! decision_log/files.rs    the files on disk: open, rotated names, resume, first/last lines
+//! decision_log/digest/     signed digests: format, the writer's feed, the notary thread, verify
+//! decision_log/upload/     shipping to an OPA decision-log collector (its own thread)
+//! decision_log/progress.rs shipped and digested: has this file been settled?
+//! decision_log/settings.rs the [decision_log.upload] and [decision_log.digest] tables
+//! ```
 
 pub mod chain;
+pub mod digest;
+mod files;
 mod line;
+mod progress;
+pub mod settings;
+mod upload;
 mod writer;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, SyncSender, TrySendError};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
-pub use line::DecisionRecord;
+pub use digest::DigestConfig;
+pub use line::{DECISION_PATH, DecisionRecord, EvalError, Requester};
+pub use progress::{DigestStats, Settled, UploadStats};
 
 /// Settings of the decision log.
 #[derive(Debug, Clone)]
@@ -38,6 +56,10 @@ pub struct DecisionLogConfig {
     /// Most time between two `decision log checkpoint` lines in keygate's own log (one is
     /// written only when lines were added since the last; also at start and at shutdown).
     pub checkpoint_interval: Duration,
+    /// Signed digests (`None`: none are written).
+    pub digest: Option<DigestConfig>,
+    /// Shipping to an OPA decision-log collector (`None`: the local file only).
+    pub upload: Option<settings::UploadSettings>,
 }
 
 impl DecisionLogConfig {
@@ -52,6 +74,8 @@ impl DecisionLogConfig {
             queue_capacity: 8192,
             retry_interval: Duration::from_secs(1),
             checkpoint_interval: Duration::from_secs(60),
+            digest: None,
+            upload: None,
         }
     }
 }
@@ -105,6 +129,14 @@ pub struct DecisionLog {
     fail_closed: bool,
     /// The writer thread, taken by the first [`DecisionLog::close`].
     thread: Arc<std::sync::Mutex<Option<std::thread::JoinHandle<()>>>>,
+    /// The notary (digest) thread, joined after the writer at close.
+    notary: Arc<std::sync::Mutex<Option<std::thread::JoinHandle<()>>>>,
+    digests: Option<Arc<DigestStats>>,
+    /// The uploader, given a last flush after the writer at close.
+    uploader: Arc<std::sync::Mutex<Option<upload::Uploader>>>,
+    uploads: Option<Arc<UploadStats>>,
+    /// Refuse requests while the collector cannot take the log.
+    require_upload: bool,
 }
 
 impl DecisionLog {
@@ -119,38 +151,109 @@ impl DecisionLog {
         });
         let (sender, receiver) = mpsc::sync_channel(config.queue_capacity.max(1));
         let fail_closed = config.fail_closed;
-        let thread = writer::spawn(config, receiver, Arc::clone(&health))?;
+        let (digests, feed, notary) = match &config.digest {
+            Some(d) => {
+                let stats = Arc::new(DigestStats::default());
+                let log_name = chain::file_name(&config.path.display().to_string());
+                let (feed, thread) = digest::Notary::start(
+                    d.clone(),
+                    log_name,
+                    config.instance_id.clone(),
+                    stats.clone(),
+                )
+                .map_err(|reason| DecisionLogError::Open {
+                    path: d.dir.clone(),
+                    reason,
+                })?;
+                (Some(stats), Some(feed), Some(thread))
+            }
+            None => (None, None, None),
+        };
+        let path = config.path.clone();
+        let require_upload = config.upload.as_ref().is_some_and(|u| u.require_upload);
+        let open_err = |reason| DecisionLogError::Open {
+            path: path.clone(),
+            reason,
+        };
+        let upload = match config.upload.clone() {
+            Some(settings) => Some(upload::Uploader::prepare(settings).map_err(open_err)?),
+            None => None,
+        };
+        let thread = writer::spawn(config, receiver, Arc::clone(&health), feed)?;
+        // The writer has resumed the log and published its head: the uploader may read.
+        let (uploads, uploader) = match upload {
+            Some(prepared) => {
+                let stats = Arc::new(UploadStats::default());
+                let uploader =
+                    upload::Uploader::start(prepared, path.clone(), health.clone(), stats.clone())
+                        .map_err(open_err)?;
+                (Some(stats), Some(uploader))
+            }
+            None => (None, None),
+        };
         Ok(Self {
             sender,
             health,
             fail_closed,
             thread: Arc::new(std::sync::Mutex::new(Some(thread))),
+            notary: Arc::new(std::sync::Mutex::new(notary)),
+            digests,
+            uploader: Arc::new(std::sync::Mutex::new(uploader)),
+            uploads,
+            require_upload,
         })
     }
 
     /// Stop the log at shutdown: every line queued before this call is written (or counted
-    /// lost when the file cannot take it), the shutdown checkpoint is logged, and the writer
-    /// thread is joined. Lines offered afterwards are refused ([`DecisionLogError::Stopped`]).
-    /// Returns `false` when the writer did not finish within `timeout` (it is then left
-    /// running; nothing more can be done for its lines).
+    /// lost when the file cannot take it), the shutdown checkpoint is logged, the shutdown
+    /// digest is signed and written after them, and the threads are joined. Lines offered
+    /// afterwards are refused ([`DecisionLogError::Stopped`]). Returns `false` when they did
+    /// not finish within `timeout` (they are then left running; nothing more can be done).
     pub fn close(&self, timeout: Duration) -> bool {
-        let Some(thread) = self
-            .thread
+        let deadline = Instant::now() + timeout;
+        let writer_done = match take(&self.thread) {
+            None => true,
+            Some(thread) => {
+                let (ack, done) = mpsc::channel();
+                // `send` waits for room in a full queue: the writer is draining it.
+                if self.sender.send(Message::Close(ack)).is_err() {
+                    thread.join().is_ok()
+                } else {
+                    match done.recv_timeout(timeout) {
+                        Ok(()) => thread.join().is_ok(),
+                        Err(_) => false,
+                    }
+                }
+            }
+        };
+        // The writer has handed over the shutdown digest and let go of the notary.
+        let notary_done = take(&self.notary).is_none_or(|t| join_by(t, deadline));
+        // Every line is on disk: the uploader gets a bounded chance to ship the rest.
+        let uploader = self
+            .uploader
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .take()
-        else {
-            return true;
-        };
-        let (ack, done) = mpsc::channel();
-        // `send` waits for room in a full queue: the writer is draining it.
-        if self.sender.send(Message::Close(ack)).is_err() {
-            return thread.join().is_ok();
-        }
-        match done.recv_timeout(timeout) {
-            Ok(()) => thread.join().is_ok(),
-            Err(_) => false,
-        }
+            .take();
+        let flush_by = deadline.min(Instant::now() + upload::FLUSH_AT_SHUTDOWN);
+        let uploader_done = uploader.is_none_or(|u| u.finish(flush_by));
+        writer_done && notary_done && uploader_done
+    }
+
+    /// Where `file` (one of this log's files) stands: has every line of it been shipped to
+    /// the collector, and is it covered by a signed digest? A step that compresses or deletes
+    /// rotated files asks this first (see [`Settled::retirable`]).
+    pub fn settled(&self, file: &Path) -> std::io::Result<Settled> {
+        progress::settled(file, self.uploads.as_deref(), self.digests.as_deref())
+    }
+
+    /// The uploader's counters, when `[decision_log.upload]` is configured.
+    pub fn upload_stats(&self) -> Option<&UploadStats> {
+        self.uploads.as_deref()
+    }
+
+    /// The notary's counters, when digests are configured.
+    pub fn digest_stats(&self) -> Option<&DigestStats> {
+        self.digests.as_deref()
     }
 
     /// Whether the last write (or reopen attempt) succeeded.
@@ -158,9 +261,11 @@ impl DecisionLog {
         self.health.writable.load(Ordering::Acquire)
     }
 
-    /// Whether requests must be refused now (fail-closed mode and the log cannot be written).
+    /// Whether requests must be refused now: fail-closed mode and the log cannot be written,
+    /// or `require_upload` and the collector cannot take the log.
     pub fn refuses_requests(&self) -> bool {
-        self.fail_closed && !self.writable()
+        (self.fail_closed && !self.writable())
+            || (self.require_upload && self.uploads.as_ref().is_some_and(|u| u.failing()))
     }
 
     /// Whether the log is in fail-closed mode.
@@ -225,6 +330,26 @@ impl DecisionLog {
     pub fn write_errors(&self) -> u64 {
         self.health.write_errors.load(Ordering::Relaxed)
     }
+}
+
+/// Takes the thread out of its slot (once).
+fn take(
+    slot: &std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
+) -> Option<std::thread::JoinHandle<()>> {
+    slot.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .take()
+}
+
+/// Joins `thread` if it finishes by `deadline`; otherwise leaves it running.
+fn join_by(thread: std::thread::JoinHandle<()>, deadline: Instant) -> bool {
+    while !thread.is_finished() {
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    thread.join().is_ok()
 }
 
 /// `SystemTime` as RFC 3339 (UTC, nanoseconds).

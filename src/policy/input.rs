@@ -179,6 +179,13 @@ pub(crate) fn rfc3339(time: SystemTime) -> String {
         .unwrap_or_else(|_| String::from("1970-01-01T00:00:00Z"))
 }
 
+/// Parses an RFC 3339 time (as [`rfc3339`] writes it).
+pub(crate) fn parse_rfc3339(text: &str) -> Option<SystemTime> {
+    time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+        .ok()
+        .map(SystemTime::from)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

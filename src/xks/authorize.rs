@@ -42,7 +42,7 @@ pub(super) fn judge(
         request_uid: None,
         peer: None,
     };
-    let judgement = authorizer.judge(&input);
+    let judgement = authorizer.judge_from(&input, Some(conn.peer));
     let refusal = refusal(judgement.verdict());
     (judgement, refusal)
 }
@@ -76,6 +76,8 @@ pub(super) fn close<T>(judgement: Judgement, result: Result<T, XksError>) -> Res
 
 fn log_unavailable() -> XksError {
     XksError::Internal(
-        "the decision log cannot be written and fail_closed is set; request refused".into(),
+        "the decision log cannot be written (fail_closed) or shipped (require_upload); request \
+         refused"
+            .into(),
     )
 }

@@ -8,9 +8,11 @@ use cryptoki::session::Session;
 use super::engine::{Fault, find_key};
 use super::facts::{KeyFacts, create_template};
 use super::settings::Pkcs11Settings;
+use super::sign;
 use super::token::Token;
 use super::versions;
 use crate::keys::{KeyAdmin, KeyError, KeyListing, KeyUsage, valid_key_id};
+use crate::signing::{Algorithm, PublicKey};
 
 /// Key management on one token.
 #[derive(Debug)]
@@ -52,6 +54,38 @@ impl Pkcs11Admin {
     /// Creates the dedicated health-check key (encrypt + decrypt, used for nothing else).
     pub fn create_health_key(&mut self, label: &str) -> Result<KeyListing, String> {
         self.create(label, KeyUsage::BOTH)
+    }
+
+    /// Generates the decision log's digest signing key pair labelled `label` in the token:
+    /// the private key sensitive, non-extractable, for signing only. Returns its public key.
+    pub fn create_signing_key(
+        &mut self,
+        label: &str,
+        algorithm: Algorithm,
+    ) -> Result<PublicKey, String> {
+        self.with(|s| {
+            if let Ok((_, public)) = sign::signing_key(s, label) {
+                return Err(format!(
+                    "a signing key labelled {label:?} already exists ({})",
+                    public.fingerprint()
+                ));
+            }
+            let (mechanism, public, private) = sign::key_pair_templates(label, algorithm);
+            s.generate_key_pair(&mechanism, &public, &private)
+                .map_err(|e| format!("generating {label:?}: {e}"))?;
+            sign::signing_key(s, label)
+                .map(|(_, p)| p)
+                .map_err(|f| fault_text(label, f))
+        })
+    }
+
+    /// The public key of the digest signing key pair labelled `label`.
+    pub fn signing_public_key(&self, label: &str) -> Result<PublicKey, String> {
+        self.with(|s| {
+            sign::signing_key(s, label)
+                .map(|(_, p)| p)
+                .map_err(|f| fault_text(label, f))
+        })
     }
 
     /// Destroys the key labelled `key_id` (irreversible).

@@ -102,12 +102,36 @@ pub struct Break {
     pub reason: String,
 }
 
+impl std::fmt::Display for Break {
+    /// `FILE:LINE: reason`, or `FILE: reason` for a problem with a whole file (a digest).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.line {
+            0 => write!(f, "{}: {}", self.file, self.reason),
+            line => write!(f, "{}:{line}: {}", self.file, self.reason),
+        }
+    }
+}
+
 /// A line's place in the chain recorded outside the log: the log must hold the line with this
-/// `seq`, and its hash must be this `hash`. Written `SEQ:HASH` on the command line.
+/// `seq`, and its hash must be this `hash`. Written `SEQ:HASH` on the command line; signed
+/// digests record them too.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Checkpoint {
     pub seq: u64,
     pub hash: String,
+    /// Who recorded it, for the report: "a checkpoint", "digest digest-00000007-...json".
+    pub recorded_by: String,
+}
+
+impl Checkpoint {
+    /// A checkpoint given on the command line.
+    pub fn new(seq: u64, hash: &str) -> Self {
+        Self {
+            seq,
+            hash: hash.to_owned(),
+            recorded_by: "a checkpoint".to_owned(),
+        }
+    }
 }
 
 impl std::str::FromStr for Checkpoint {
@@ -123,10 +147,7 @@ impl std::str::FromStr for Checkpoint {
         {
             return Err(bad());
         }
-        Ok(Checkpoint {
-            seq,
-            hash: hash.to_owned(),
-        })
+        Ok(Checkpoint::new(seq, hash))
     }
 }
 
@@ -187,6 +208,14 @@ impl Verifier {
         verifier.finish()
     }
 
+    /// A verifier that also requires every checkpoint's line to be in the files it reads.
+    pub fn with_checkpoints(checkpoints: Vec<Checkpoint>) -> Self {
+        Self {
+            checkpoints,
+            ..Self::default()
+        }
+    }
+
     /// Verify the lines of one file (named `file` in reports).
     pub fn verify_text(&mut self, file: &str, text: &str) -> Result<(), Break> {
         if !text.is_empty() && !text.ends_with('\n') {
@@ -216,16 +245,15 @@ impl Verifier {
             if c.seq != link.seq {
                 return true;
             }
-            if c.hash != link.hash {
-                wrong = Some(c.hash.clone());
+            if c.hash != link.hash && wrong.is_none() {
+                wrong = Some(c.clone());
             }
             false
         });
-        if let Some(recorded) = wrong {
+        if let Some(c) = wrong {
             let why = format!(
-                "seq {} has hash {}, but a checkpoint recorded {recorded}: the log was rewritten \
-                 from here on",
-                link.seq, link.hash
+                "seq {} has hash {}, but {} recorded {}: the log was rewritten from here on",
+                link.seq, link.hash, c.recorded_by, c.hash
             );
             return Err(brk(file, number, &why));
         }
@@ -272,15 +300,15 @@ impl Verifier {
         if let Some(c) = self.checkpoints.iter().min_by_key(|c| c.seq) {
             let why = if c.seq > last_seq {
                 format!(
-                    "a checkpoint recorded seq {}, but the log ends at seq {last_seq}: lines were \
-                     cut off the end",
-                    c.seq
+                    "{} recorded seq {}, but the log ends at seq {last_seq}: lines were cut off \
+                     the end",
+                    c.recorded_by, c.seq
                 )
             } else {
                 format!(
-                    "a checkpoint recorded seq {}, but the files start at seq {first_seq}: \
-                     give the older files too",
-                    c.seq
+                    "{} recorded seq {}, but the files start at seq {first_seq}: give the older \
+                     files too",
+                    c.recorded_by, c.seq
                 )
             };
             return Err(brk(&last_file, self.last_line, &why));

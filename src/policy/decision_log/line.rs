@@ -1,5 +1,10 @@
-//! One decision-log record and its JSON line (OPA's decision-log fields plus keygate's).
+//! One decision-log record and its JSON line: an OPA decision-log event (the fields and types
+//! of OPA's `EventV1`: `decision_id`, `path`, `input`, `result`, `error` as `{code, message}`,
+//! `requested_by`, `req_id`, `timestamp`, `labels`, `bundles`, `metrics` with OPA's timer
+//! names) plus keygate's own members (`seq`, `kms_request_id`, `error_name`, `prev_file`,
+//! `prev_hash`, `hash`). xks-spec/decision-log-event.schema.json describes the line.
 
+use std::net::SocketAddr;
 use std::time::SystemTime;
 
 use regorus::Value;
@@ -10,8 +15,10 @@ use serde_json::value::RawValue;
 use super::timestamp;
 use crate::policy::{Decision, PolicyError, PolicyInput};
 
-/// The rule path a decision comes from, as OPA writes it.
-const DECISION_PATH: &str = "keygate/allow";
+/// The path of the document the `result` is, as OPA writes it: the package `keygate`, whose
+/// decision is the object `{"allow": bool, "deny": [reasons]}` (OPA logs the package's
+/// document for a query of `data.keygate`; keygate logs the two rules that decide).
+pub const DECISION_PATH: &str = "keygate";
 
 /// Everything logged about one evaluated request.
 #[derive(Debug, Clone)]
@@ -26,7 +33,11 @@ pub struct DecisionRecord {
     /// `allow` and `deny` when the evaluation succeeded.
     pub decision: Option<(bool, Vec<String>)>,
     /// The evaluation error, when it failed (the request was refused).
-    pub error: Option<String>,
+    pub error: Option<EvalError>,
+    /// The caller's address (`requested_by`): `ip:port` of the peer, or the IP alone.
+    pub requested_by: String,
+    /// `req_id`: the judgement's number in this instance (1, 2, ...).
+    pub req_id: u64,
     /// Evaluation time in nanoseconds.
     pub eval_ns: u64,
     /// Policy revision in force.
@@ -37,15 +48,49 @@ pub struct DecisionRecord {
     pub error_name: Option<String>,
 }
 
+/// An evaluation error as OPA logs it: `{"code": "...", "message": "..."}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct EvalError {
+    /// OPA's error code: `eval_cancel_error` (over the time limit), `eval_type_error` (a
+    /// result that is not a boolean `allow` and a set of reasons), `eval_internal_error`.
+    pub code: &'static str,
+    /// The error's text.
+    pub message: String,
+}
+
+impl EvalError {
+    /// The OPA-shaped error for a policy error.
+    pub fn of(e: &PolicyError) -> Self {
+        let code = match e {
+            PolicyError::Timeout(_) => "eval_cancel_error",
+            PolicyError::BadResult(_) => "eval_type_error",
+            _ => "eval_internal_error",
+        };
+        Self {
+            code,
+            message: e.to_string(),
+        }
+    }
+}
+
+/// Who asked, as a record carries it into `requested_by` and `req_id`.
+#[derive(Debug, Clone, Copy)]
+pub struct Requester {
+    /// The peer's address and port, when the front door knows it.
+    pub peer: Option<SocketAddr>,
+    /// The judgement's number in this instance.
+    pub req_id: u64,
+}
+
 impl DecisionRecord {
     /// A record for `input` (whose [`PolicyInput::to_value`] is `prepared`) judged with
-    /// `outcome` (`revision` is the engine's, used on errors).
+    /// `outcome` (`revision` is the engine's, used on errors), asked for by `who`.
     pub fn new(
         input: &PolicyInput<'_>,
         prepared: &Value,
         outcome: &Result<Decision, PolicyError>,
         revision: &str,
-        error_name: Option<&str>,
+        who: Requester,
     ) -> Self {
         let (decision, error, eval_ns, revision) = match outcome {
             Ok(d) => (
@@ -54,7 +99,7 @@ impl DecisionRecord {
                 d.eval_ns,
                 d.revision.clone(),
             ),
-            Err(e) => (None, Some(e.to_string()), 0, revision.to_owned()),
+            Err(e) => (None, Some(EvalError::of(e)), 0, revision.to_owned()),
         };
         // A policy value always serializes; keep a valid line (`null` input) regardless.
         let prepared = serde_json::value::to_raw_value(prepared)
@@ -64,6 +109,8 @@ impl DecisionRecord {
             input: prepared,
             decision,
             error,
+            requested_by: requested_by(input, who.peer),
+            req_id: who.req_id,
             eval_ns,
             revision,
             kms_request_id: input
@@ -71,8 +118,26 @@ impl DecisionRecord {
                 .get("kmsRequestId")
                 .and_then(Json::as_str)
                 .map(str::to_owned),
-            error_name: error_name.map(str::to_owned),
+            error_name: None,
         }
+    }
+}
+
+/// `requested_by`: the peer's `ip:port` (XKS), its IP, or a Unix-socket peer's credentials
+/// (`unix:uid=0,gid=0,pid=1234`, KMS v2), as the front door knows the caller.
+fn requested_by(input: &PolicyInput<'_>, peer: Option<SocketAddr>) -> String {
+    if let Some(peer) = peer {
+        return peer.to_string();
+    }
+    if let Some(ip) = input.source_ip {
+        return ip.to_string();
+    }
+    match input.peer {
+        Some(cred) => match cred.pid {
+            Some(pid) => format!("unix:uid={},gid={},pid={pid}", cred.uid, cred.gid),
+            None => format!("unix:uid={},gid={}", cred.uid, cred.gid),
+        },
+        None => "unknown".to_owned(),
     }
 }
 
@@ -91,8 +156,12 @@ struct Line<'a> {
     timestamp: String,
     path: &'static str,
     input: &'a RawValue,
+    #[serde(skip_serializing_if = "Option::is_none")]
     result: Option<Outcome<'a>>,
-    error: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<&'a EvalError>,
+    requested_by: &'a str,
+    req_id: u64,
     labels: Labels<'a>,
     metrics: Metrics,
     bundles: Bundles<'a>,
@@ -116,7 +185,7 @@ struct Labels<'a> {
 
 #[derive(Serialize)]
 struct Metrics {
-    timer_rego_eval_ns: u64,
+    timer_rego_query_eval_ns: u64,
 }
 
 #[derive(Serialize)]
@@ -144,13 +213,15 @@ pub(crate) fn body(record: &DecisionRecord, instance_id: &str, at: &Position<'_>
             allow: *allow,
             deny: deny.as_slice(),
         }),
-        error: record.error.as_deref(),
+        error: record.error.as_ref(),
+        requested_by: &record.requested_by,
+        req_id: record.req_id,
         labels: Labels {
             id: instance_id,
             version: env!("CARGO_PKG_VERSION"),
         },
         metrics: Metrics {
-            timer_rego_eval_ns: record.eval_ns,
+            timer_rego_query_eval_ns: record.eval_ns,
         },
         bundles: Bundles {
             keygate: Revision {
@@ -167,7 +238,7 @@ pub(crate) fn body(record: &DecisionRecord, instance_id: &str, at: &Position<'_>
         .map(crate::sanitize::escape_line_separators_str)
         .unwrap_or_else(|e| {
             format!(
-                "{{\"seq\":{},\"error\":{:?},\"prev_hash\":\"{}\"}}",
+                "{{\"seq\":{},\"error\":{{\"code\":\"internal_error\",\"message\":{:?}}},\"prev_hash\":\"{}\"}}",
                 at.seq,
                 e.to_string(),
                 at.prev_hash

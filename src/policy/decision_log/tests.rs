@@ -17,6 +17,8 @@ fn record(n: u64) -> DecisionRecord {
         .unwrap(),
         decision: Some((n.is_multiple_of(2), vec![format!("reason {n}")])),
         error: None,
+        requested_by: format!("127.0.0.1:{}", 40000 + n),
+        req_id: n + 1,
         eval_ns: 1000 + n,
         revision: "rev".into(),
         kms_request_id: Some(format!("req-{n}")),
@@ -57,12 +59,20 @@ fn lines_have_opa_shape_and_chain() {
     let got = lines(&path);
     assert_eq!(got.len(), 5);
     let first = &got[0];
-    assert_eq!(first["path"], "keygate/allow");
+    // OPA's EventV1: the result is the document at `path` (package keygate's decision).
+    assert_eq!(first["path"], "keygate");
+    assert_eq!(
+        first["result"],
+        serde_json::json!({"allow": true, "deny": ["reason 0"]})
+    );
+    assert_eq!(first["requested_by"], "127.0.0.1:40000");
+    assert_eq!(first["req_id"], 1);
+    assert!(first.get("error").is_none(), "no error member on success");
     assert_eq!(first["seq"], 1);
     assert_eq!(first["prev_hash"], GENESIS);
     assert_eq!(first["labels"]["id"], "test-instance");
     assert_eq!(first["labels"]["version"], env!("CARGO_PKG_VERSION"));
-    assert_eq!(first["metrics"]["timer_rego_eval_ns"], 1000);
+    assert_eq!(first["metrics"]["timer_rego_query_eval_ns"], 1000);
     assert_eq!(first["bundles"]["keygate"]["revision"], "rev");
     assert_eq!(first["result"]["allow"], true);
     assert_eq!(first["kms_request_id"], "req-0");
@@ -79,6 +89,30 @@ fn lines_have_opa_shape_and_chain() {
     assert_eq!((log.written(), log.lost()), (5, 0));
     // The head is the last line written.
     assert_eq!(log.head(), (5, got[4]["hash"].as_str().unwrap().to_owned()));
+}
+
+#[test]
+fn an_evaluation_error_is_an_opa_error_object_and_no_result() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("decisions.log");
+    let log = DecisionLog::open(config(&path)).unwrap();
+    let mut r = record(1);
+    r.decision = None;
+    r.error = Some(EvalError::of(&crate::policy::PolicyError::Timeout(
+        Duration::from_millis(50),
+    )));
+    log.record(r).unwrap();
+    assert!(log.flush(WAIT));
+    let line = &lines(&path)[0];
+    assert!(line.get("result").is_none(), "{line}");
+    assert_eq!(line["error"]["code"], "eval_cancel_error");
+    assert!(
+        line["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("time limit"),
+        "{line}"
+    );
 }
 
 #[test]
@@ -104,10 +138,7 @@ fn checkpoints_parse_and_must_be_in_range() {
     }
     assert!(log.flush(WAIT));
     let (seq, hash) = log.head();
-    let at = |seq, hash: &str| chain::Checkpoint {
-        seq,
-        hash: hash.to_owned(),
-    };
+    let at = chain::Checkpoint::new;
     let v = Verifier::verify_files_with(
         &[&path],
         vec![
@@ -156,7 +187,7 @@ fn size_rotation_keeps_the_chain_across_files() {
         log.record(record(n)).unwrap();
         assert!(log.flush(WAIT));
     }
-    let rotated = writer::rotations(&path);
+    let rotated = files::rotations(&path);
     assert!(rotated.len() >= 2, "{rotated:?}");
     let mut files: Vec<&Path> = rotated.iter().map(|(_, p)| p.as_path()).collect();
     files.push(&path);
@@ -201,7 +232,7 @@ fn time_rotation() {
     log.record(record(2)).unwrap();
     assert!(log.flush(WAIT));
     // The writer's clock may rotate again after the second line: check every file, in order.
-    let rotated = writer::rotations(&path);
+    let rotated = files::rotations(&path);
     assert!(!rotated.is_empty());
     let mut files: Vec<&Path> = rotated.iter().map(|(_, p)| p.as_path()).collect();
     files.push(&path);

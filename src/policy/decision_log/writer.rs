@@ -1,23 +1,23 @@
 //! The decision-log writer thread: seals lines into the hash chain, appends them, rotates files,
 //! and keeps retrying (with the lines kept in memory, up to a bound) while the file cannot be
-//! written, so the log recovers by itself.
+//! written, so the log recovers by itself. With digests configured it also keeps the digest
+//! feed (the SHA-256 of what it wrote) and asks the notary for a digest at start, every
+//! interval, at rotation and at shutdown.
 
 use std::collections::VecDeque;
-use std::fs::{File, OpenOptions};
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::fs::File;
+use std::io::Write;
 use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, SyncSender};
 use std::time::{Duration, Instant};
 
-use super::chain::{self, GENESIS};
+use super::chain;
+use super::digest::{Feed, Job, Reason};
+use super::files::{open_file, resume, rotated_name};
 use super::line::{self, Position};
 use super::{DecisionLogConfig, DecisionLogError, DecisionRecord, Health, Message};
-
-/// Most bytes read from the end of a file to find its last line.
-const TAIL_BYTES: u64 = 1 << 20;
 /// Longest wait between two checks of the rotation clock.
 const TICK: Duration = Duration::from_secs(1);
 /// Pause after writing a batch, so lines arriving meanwhile are sealed and written together.
@@ -31,8 +31,9 @@ pub(super) fn spawn(
     config: DecisionLogConfig,
     receiver: Receiver<Message>,
     health: Arc<Health>,
+    digests: Option<SyncSender<Job>>,
 ) -> Result<std::thread::JoinHandle<()>, DecisionLogError> {
-    let writer = Writer::open(config, health)?;
+    let writer = Writer::open(config, health, digests)?;
     std::thread::Builder::new()
         .name("decision-log".into())
         .spawn(move || writer.run(&receiver))
@@ -69,16 +70,37 @@ struct Writer {
     pending: VecDeque<Box<DecisionRecord>>,
     /// The last `decision log checkpoint`: when, and at which seq.
     checkpointed: (Instant, u64),
+    /// What the next digest says (`None`: no digests configured).
+    feed: Option<Feed>,
+}
+
+/// A run of pending lines sealed for one append.
+struct Sealed {
+    text: String,
+    count: usize,
+    first: Option<(u64, String)>,
+    last: (u64, String),
 }
 
 impl Writer {
-    fn open(config: DecisionLogConfig, health: Arc<Health>) -> Result<Self, DecisionLogError> {
+    fn open(
+        config: DecisionLogConfig,
+        health: Arc<Health>,
+        digests: Option<SyncSender<Job>>,
+    ) -> Result<Self, DecisionLogError> {
         let open_err = |reason: String| DecisionLogError::Open {
             path: config.path.clone(),
             reason,
         };
         let (file, id) = open_file(&config.path).map_err(|e| open_err(e.to_string()))?;
         let (seq, last_hash, size, prev_file) = resume(&config.path, &file).map_err(open_err)?;
+        let feed = match (digests, &config.digest) {
+            (Some(sender), Some(d)) => Some(
+                Feed::new(sender, d.interval, &config.path, &file, size, seq)
+                    .map_err(|e| open_err(format!("cannot read it for its digest: {e}")))?,
+            ),
+            _ => None,
+        };
         let mut writer = Self {
             health,
             file: Some((file, id)),
@@ -89,13 +111,22 @@ impl Writer {
             prev_file,
             pending: VecDeque::new(),
             checkpointed: (Instant::now(), 0),
+            feed,
             config,
         };
         writer.publish_head();
         // The head found at start: lines cut off while keygate was stopped show against the
         // last checkpoint before the stop.
         writer.checkpoint(CheckpointAt::Start);
+        writer.digest(Reason::Start);
         Ok(writer)
+    }
+
+    /// Asks the notary for a digest of the log as written now.
+    fn digest(&mut self, reason: Reason) {
+        if let Some(feed) = self.feed.as_mut() {
+            feed.send(reason, (self.seq, &self.last_hash));
+        }
     }
 
     /// Makes the head (last seq and hash written) visible to `DecisionLog::head`.
@@ -173,6 +204,9 @@ impl Writer {
             if self.checkpointed.0.elapsed() >= self.config.checkpoint_interval {
                 self.checkpoint(CheckpointAt::Interval);
             }
+            if self.feed.as_ref().is_some_and(Feed::due) {
+                self.digest(Reason::Interval);
+            }
             let flushing = !acks.is_empty();
             for ack in acks {
                 let _ = ack.send(());
@@ -184,7 +218,8 @@ impl Writer {
     }
 
     /// The last write at shutdown: everything pending (tried once more after a failure, then
-    /// counted lost), and the shutdown checkpoint.
+    /// counted lost), the shutdown checkpoint, and the shutdown digest (handed to the notary,
+    /// which the writer then releases so it stops once it has written it).
     fn finish(&mut self) {
         self.write_pending();
         if !self.pending.is_empty() {
@@ -198,6 +233,8 @@ impl Writer {
             self.pending.clear();
         }
         self.checkpoint(CheckpointAt::Shutdown);
+        self.digest(Reason::Shutdown);
+        self.feed = None;
     }
 
     fn accept(
@@ -231,16 +268,24 @@ impl Writer {
             self.rotate();
         }
         while !self.pending.is_empty() {
-            let (batch, count, seq, hash) = self.seal_batch();
-            if count == 0 {
+            let Sealed {
+                text,
+                count,
+                first,
+                last: (seq, hash),
+            } = self.seal_batch();
+            let Some(first) = first else {
                 self.rotate();
                 if self.file.is_none() {
                     return written;
                 }
                 continue;
-            }
-            match self.append(batch.as_bytes()) {
+            };
+            match self.append(text.as_bytes()) {
                 Ok(()) => {
+                    if let Some(feed) = self.feed.as_mut() {
+                        feed.appended(text.as_bytes(), (first.0, &first.1), seq);
+                    }
                     self.pending.drain(..count);
                     self.seq = seq;
                     self.last_hash = hash;
@@ -261,12 +306,13 @@ impl Writer {
         written
     }
 
-    /// Seal as many pending lines as fit in the current file: (text, count, last seq, last hash).
-    fn seal_batch(&self) -> (String, usize, u64, String) {
+    /// Seal as many pending lines as fit in the current file.
+    fn seal_batch(&self) -> Sealed {
         let mut batch = String::new();
         let (mut seq, mut hash) = (self.seq, self.last_hash.clone());
         let mut prev_file = self.prev_file.as_deref();
         let mut count = 0;
+        let mut first = None;
         for record in &self.pending {
             let at = Position {
                 seq: seq + 1,
@@ -281,9 +327,15 @@ impl Writer {
             }
             batch.push_str(&sealed);
             batch.push('\n');
+            first.get_or_insert_with(|| (seq + 1, new_hash.clone()));
             (seq, hash, prev_file, count) = (seq + 1, new_hash, None, count + 1);
         }
-        (batch, count, seq, hash)
+        Sealed {
+            text: batch,
+            count,
+            first,
+            last: (seq, hash),
+        }
     }
 
     fn rotation_due(&self, adding: u64) -> bool {
@@ -313,7 +365,11 @@ impl Writer {
         self.size = 0;
         self.opened_at = Instant::now();
         tracing::info!(rotated_to = %target.display(), "decision log rotated");
+        if let Some(feed) = self.feed.as_mut() {
+            feed.rotated(&target);
+        }
         self.ensure_file();
+        self.digest(Reason::Rotation);
     }
 
     /// Make sure `file` is open and still is the file at `path` (it may have been removed).
@@ -330,6 +386,9 @@ impl Writer {
         match open_file(&self.config.path) {
             Ok((file, id)) => {
                 self.size = file.metadata().map(|m| m.len()).unwrap_or(0);
+                if let Some(feed) = self.feed.as_mut() {
+                    feed.reopened(&file, self.size, self.seq);
+                }
                 self.file = Some((file, id));
                 // Opening proves little (a full disk opens fine): with lines waiting, the log
                 // is writable again only once they are written.
@@ -378,106 +437,4 @@ impl Writer {
             _ => {}
         }
     }
-}
-
-fn open_file(path: &Path) -> std::io::Result<(File, (u64, u64))> {
-    let file = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .read(true)
-        .open(path)?;
-    let meta = file.metadata()?;
-    Ok((file, (meta.dev(), meta.ino())))
-}
-
-/// `FILE.<n>` with `n` one above the highest existing rotation.
-fn rotated_name(path: &Path) -> PathBuf {
-    let next = rotations(path).last().map_or(1, |(n, _)| n + 1);
-    let mut name = path.as_os_str().to_owned();
-    name.push(format!(".{next}"));
-    PathBuf::from(name)
-}
-
-/// Existing rotated files of `path`, oldest first.
-pub(crate) fn rotations(path: &Path) -> Vec<(u64, PathBuf)> {
-    let (Some(dir), Some(base)) = (path.parent(), path.file_name()) else {
-        return Vec::new();
-    };
-    let dir = if dir.as_os_str().is_empty() {
-        Path::new(".")
-    } else {
-        dir
-    };
-    let prefix = format!("{}.", base.to_string_lossy());
-    let mut found: Vec<(u64, PathBuf)> = std::fs::read_dir(dir)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|entry| {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            let n = name.strip_prefix(&prefix)?.parse::<u64>().ok()?;
-            Some((n, entry.path()))
-        })
-        .collect();
-    found.sort();
-    found
-}
-
-/// Continue the chain: (seq, last hash, size, prev_file) from the file's last line, or from the
-/// newest rotated file when the file is empty. A trailing partial line is cut off.
-fn resume(path: &Path, file: &File) -> Result<(u64, String, u64, Option<String>), String> {
-    let size = cut_partial_tail(file).map_err(|e| e.to_string())?;
-    if let Some(last) = last_line(file, size).map_err(|e| e.to_string())? {
-        let link = chain::open_line(&last)
-            .map_err(|e| format!("its last line is not a keygate decision-log line: {e}"))?;
-        return Ok((link.seq, link.hash, size, None));
-    }
-    let Some((_, previous)) = rotations(path).pop() else {
-        return Ok((0, GENESIS.to_owned(), 0, None));
-    };
-    let prev = File::open(&previous).map_err(|e| format!("{}: {e}", previous.display()))?;
-    let prev_size = prev.metadata().map_err(|e| e.to_string())?.len();
-    match last_line(&prev, prev_size).map_err(|e| e.to_string())? {
-        Some(last) => {
-            let link =
-                chain::open_line(&last).map_err(|e| format!("{}: {e}", previous.display()))?;
-            let name = chain::file_name(&previous.display().to_string());
-            Ok((link.seq, link.hash, 0, Some(name)))
-        }
-        None => Ok((0, GENESIS.to_owned(), 0, None)),
-    }
-}
-
-/// Cut anything after the last newline (a line whose write was interrupted); return the size.
-fn cut_partial_tail(file: &File) -> std::io::Result<u64> {
-    let size = file.metadata()?.len();
-    let tail = read_tail(file, size)?;
-    let keep = match tail.iter().rposition(|b| *b == b'\n') {
-        Some(at) => size - (tail.len() - at - 1) as u64,
-        None if (tail.len() as u64) < size => size,
-        None => 0,
-    };
-    if keep != size {
-        tracing::warn!(
-            cut = size - keep,
-            "decision log ended with a partial line; cut it off"
-        );
-        file.set_len(keep)?;
-    }
-    Ok(keep)
-}
-
-fn last_line(file: &File, size: u64) -> std::io::Result<Option<String>> {
-    let tail = read_tail(file, size)?;
-    let text = String::from_utf8_lossy(&tail);
-    Ok(text.lines().last().map(str::to_owned))
-}
-
-fn read_tail(file: &File, size: u64) -> std::io::Result<Vec<u8>> {
-    let len = size.min(TAIL_BYTES);
-    let mut reader = file;
-    reader.seek(SeekFrom::Start(size - len))?;
-    let mut buf = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
-    reader.take(len).read_to_end(&mut buf)?;
-    Ok(buf)
 }

@@ -348,5 +348,14 @@ async fn both_doors_write_one_chain() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(said.contains("6 lines") || said.contains('6'), "{said}");
+    // Both doors' lines are OPA events; a Unix-socket caller is named by its credentials.
+    crate::audit::event::validate(&log);
+    let callers: Vec<String> = server
+        .decisions()
+        .iter()
+        .map(|l| l["requested_by"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(callers[0].starts_with("127.0.0.1:"), "{callers:?}");
+    assert!(callers[1].starts_with("unix:uid="), "{callers:?}");
     server.stop().await;
 }

@@ -4,3 +4,4 @@
 
 mod backend;
 mod dev;
+mod digest;

@@ -203,9 +203,20 @@ async fn one_decision_log_line_per_request_under_concurrency() {
     logged.sort();
     sent.sort();
     assert_eq!(logged, sent, "exactly one line per judged request");
+    let mut req_ids = std::collections::BTreeSet::new();
     for l in &lines {
         let denied = l["input"]["operation"] == "Decrypt";
+        // OPA's event: `result` is the document at `path`, the caller is `ip:port`.
+        assert_eq!(l["path"], "keygate");
         assert_eq!(l["result"]["allow"], !denied);
+        assert!(
+            l["requested_by"]
+                .as_str()
+                .unwrap()
+                .starts_with("127.0.0.1:"),
+            "{l}"
+        );
+        assert!(req_ids.insert(l["req_id"].as_u64().unwrap()), "{l}");
         assert_eq!(
             l["error_name"],
             if denied {

@@ -5,6 +5,7 @@
 
 pub mod bao;
 pub mod client;
+pub mod collector;
 pub mod dev;
 pub mod fixtures;
 pub mod kms;

@@ -151,8 +151,9 @@ impl Token {
         printed
     }
 
-    /// OpenSC's pkcs11-tool, logged in to the token (for keys keygate would not make).
-    pub fn pkcs11_tool(&self, args: &[&str]) {
+    /// OpenSC's pkcs11-tool, logged in to the token (for keys keygate would not make); what
+    /// it printed.
+    pub fn pkcs11_tool(&self, args: &[&str]) -> String {
         let mut all: Vec<OsString> = vec![
             "--module".into(),
             self.module.clone().into(),
@@ -173,6 +174,7 @@ impl Token {
             "pkcs11-tool {args:?}: {}",
             String::from_utf8_lossy(&out.stderr)
         );
+        String::from_utf8_lossy(&out.stdout).into_owned()
     }
 }
 
@@ -262,8 +264,8 @@ impl Env {
     }
 
     /// OpenSC's pkcs11-tool on the token, in another process.
-    pub fn pkcs11_tool(&self, args: &[&str]) {
-        self.token.pkcs11_tool(args);
+    pub fn pkcs11_tool(&self, args: &[&str]) -> String {
+        self.token.pkcs11_tool(args)
     }
 }
 

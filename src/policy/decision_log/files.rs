@@ -1,0 +1,121 @@
+//! The decision log's files on disk: opening the live file (mode 0600), naming and listing
+//! rotated files (`FILE.1`, `FILE.2`, ...; higher is newer), resuming the chain from the last
+//! line, and reading first and last lines. Shared by the writer, the uploader and `settled`.
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use super::chain::{self, GENESIS};
+
+/// Most bytes read from the end of a file to find its last line.
+const TAIL_BYTES: u64 = 1 << 20;
+
+/// Opens (creating it with mode 0600: it holds request metadata) the log file for appending.
+pub(crate) fn open_file(path: &Path) -> std::io::Result<(File, (u64, u64))> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .read(true)
+        .mode(0o600)
+        .open(path)?;
+    let meta = file.metadata()?;
+    Ok((file, (meta.dev(), meta.ino())))
+}
+
+/// `FILE.<n>` with `n` one above the highest existing rotation.
+pub(crate) fn rotated_name(path: &Path) -> PathBuf {
+    let next = rotations(path).last().map_or(1, |(n, _)| n + 1);
+    let mut name = path.as_os_str().to_owned();
+    name.push(format!(".{next}"));
+    PathBuf::from(name)
+}
+
+/// Existing rotated files of `path`, oldest first.
+pub(crate) fn rotations(path: &Path) -> Vec<(u64, PathBuf)> {
+    let (Some(dir), Some(base)) = (path.parent(), path.file_name()) else {
+        return Vec::new();
+    };
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
+    let prefix = format!("{}.", base.to_string_lossy());
+    let mut found: Vec<(u64, PathBuf)> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let n = name.strip_prefix(&prefix)?.parse::<u64>().ok()?;
+            Some((n, entry.path()))
+        })
+        .collect();
+    found.sort();
+    found
+}
+
+/// Continue the chain: (seq, last hash, size, prev_file) from the file's last line, or from the
+/// newest rotated file when the file is empty. A trailing partial line is cut off.
+pub(crate) fn resume(
+    path: &Path,
+    file: &File,
+) -> Result<(u64, String, u64, Option<String>), String> {
+    let size = cut_partial_tail(file).map_err(|e| e.to_string())?;
+    if let Some(last) = last_line(file, size).map_err(|e| e.to_string())? {
+        let link = chain::open_line(&last)
+            .map_err(|e| format!("its last line is not a keygate decision-log line: {e}"))?;
+        return Ok((link.seq, link.hash, size, None));
+    }
+    let Some((_, previous)) = rotations(path).pop() else {
+        return Ok((0, GENESIS.to_owned(), 0, None));
+    };
+    let prev = File::open(&previous).map_err(|e| format!("{}: {e}", previous.display()))?;
+    let prev_size = prev.metadata().map_err(|e| e.to_string())?.len();
+    match last_line(&prev, prev_size).map_err(|e| e.to_string())? {
+        Some(last) => {
+            let link =
+                chain::open_line(&last).map_err(|e| format!("{}: {e}", previous.display()))?;
+            let name = chain::file_name(&previous.display().to_string());
+            Ok((link.seq, link.hash, 0, Some(name)))
+        }
+        None => Ok((0, GENESIS.to_owned(), 0, None)),
+    }
+}
+
+/// Cut anything after the last newline (a line whose write was interrupted); return the size.
+fn cut_partial_tail(file: &File) -> std::io::Result<u64> {
+    let size = file.metadata()?.len();
+    let tail = read_tail(file, size)?;
+    let keep = match tail.iter().rposition(|b| *b == b'\n') {
+        Some(at) => size - (tail.len() - at - 1) as u64,
+        None if (tail.len() as u64) < size => size,
+        None => 0,
+    };
+    if keep != size {
+        tracing::warn!(
+            cut = size - keep,
+            "decision log ended with a partial line; cut it off"
+        );
+        file.set_len(keep)?;
+    }
+    Ok(keep)
+}
+
+pub(crate) fn last_line(file: &File, size: u64) -> std::io::Result<Option<String>> {
+    let tail = read_tail(file, size)?;
+    let text = String::from_utf8_lossy(&tail);
+    Ok(text.lines().last().map(str::to_owned))
+}
+
+fn read_tail(file: &File, size: u64) -> std::io::Result<Vec<u8>> {
+    let len = size.min(TAIL_BYTES);
+    let mut reader = file;
+    reader.seek(SeekFrom::Start(size - len))?;
+    let mut buf = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
+    reader.take(len).read_to_end(&mut buf)?;
+    Ok(buf)
+}

@@ -1,0 +1,157 @@
+//! Real decision lines, written by the real server for allowed, denied and failed
+//! evaluations, validated against xks-spec/decision-log-event.schema.json by an independent
+//! validator (Python's `jsonschema`, draft 2020-12).
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::support::*;
+
+/// Encrypt is allowed, GetKeyMetadata denied with a reason, and Decrypt's `allow` is not a
+/// boolean (an evaluation error, which refuses the request).
+const POLICY: &str = r#"package keygate
+
+import rego.v1
+
+default allow := false
+
+allow if input.operation == "Encrypt"
+
+allow := "not a boolean" if input.operation == "Decrypt"
+
+deny contains "metadata is closed" if input.operation == "GetKeyMetadata"
+"#;
+
+const VALIDATE: &str = r#"
+import json, sys
+from jsonschema import Draft202012Validator
+from referencing import Registry, Resource
+spec = sys.argv[1]
+def load(name):
+    with open(f"{spec}/{name}") as f:
+        return json.load(f)
+event, policy_input = load("decision-log-event.schema.json"), load("policy-input.schema.json")
+registry = Registry().with_resources(
+    [(s["$id"], Resource.from_contents(s)) for s in (event, policy_input)])
+Draft202012Validator.check_schema(event)
+validator = Draft202012Validator(event, registry=registry)
+bad = 0
+with open(sys.argv[2]) as f:
+    for number, line in enumerate(f, 1):
+        for error in validator.iter_errors(json.loads(line)):
+            bad += 1
+            print(f"line {number}: {error.json_path}: {error.message}")
+print(f"{number} lines, {bad} errors")
+sys.exit(1 if bad else 0)
+"#;
+
+#[tokio::test]
+async fn allowed_denied_and_failed_decisions_match_the_event_schema() {
+    let root = tempfile::tempdir().unwrap();
+    let policies = root.path().join("policies");
+    std::fs::create_dir(&policies).unwrap();
+    std::fs::write(policies.join("policy.rego"), POLICY).unwrap();
+    let log = root.path().join("decisions.log");
+    let server = TestServer::start(&config(&format!(
+        "[policy]\ndir = {:?}\n[decision_log]\npath = {:?}\n",
+        policies.display().to_string(),
+        log.display().to_string()
+    )))
+    .await;
+    let mut client = server.client().await;
+    let mut body = encrypt_body(b"hello", Some(b"aad"), false);
+    // A line separator in a string stays escaped: one event per line for every reader.
+    body["requestMetadata"]["awsPrincipalArn"] = json!("arn:aws:iam::1:user/a\u{2028}b");
+    let encrypted = client.post(&path("encrypt", "foo"), &body).await;
+    let encrypted = encrypted.expect_ok().clone();
+    client
+        .post(
+            &path("metadata", "foo"),
+            &json!({"requestMetadata": metadata("DescribeKey")}),
+        )
+        .await
+        .expect_error(403, "AccessDeniedException");
+    client
+        .post(
+            &path("decrypt", "foo"),
+            &decrypt_body(&encrypted, Some(b"aad")),
+        )
+        .await
+        .expect_error(403, "AccessDeniedException");
+    assert!(server.decision_log().flush(Duration::from_secs(10)));
+    server.stop().await;
+
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(!text.contains('\u{2028}') && text.contains("\\u2028"));
+    let lines: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 3);
+    assert_eq!(lines[0]["result"], json!({"allow": true, "deny": []}));
+    assert_eq!(
+        lines[1]["result"],
+        json!({"allow": false, "deny": ["metadata is closed"]})
+    );
+    assert!(lines[2].get("result").is_none());
+    assert_eq!(lines[2]["error"]["code"], "eval_type_error");
+    let req_ids: Vec<u64> = lines
+        .iter()
+        .map(|l| l["req_id"].as_u64().unwrap())
+        .collect();
+    assert_eq!(req_ids, [1, 2, 3]);
+    assert!(lines.iter().all(|l| {
+        l["requested_by"]
+            .as_str()
+            .unwrap()
+            .starts_with("127.0.0.1:")
+    }));
+    assert_eq!(file_mode(&log), 0o600);
+    validate(&log);
+}
+
+fn file_mode(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+/// The interpreter with jsonschema: `$KEYGATE_PYTHON`, or the repository's `.venv` that
+/// scripts/test.sh makes. Missing, or without jsonschema: the test fails.
+fn python() -> std::path::PathBuf {
+    let python = std::env::var_os("KEYGATE_PYTHON").map_or_else(
+        || Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python"),
+        std::path::PathBuf::from,
+    );
+    let ok = Command::new(&python)
+        .args(["-c", "import jsonschema, referencing"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(
+        ok,
+        "the event schema test needs Python with jsonschema at {} (run scripts/test.sh, which \
+         makes .venv, or set KEYGATE_PYTHON)",
+        python.display()
+    );
+    python
+}
+
+/// Validates every line of `log` against the event schema with Python's jsonschema.
+pub fn validate(log: &Path) {
+    let spec = Path::new(env!("CARGO_MANIFEST_DIR")).join("xks-spec");
+    let out = Command::new(python())
+        .arg("-c")
+        .arg(VALIDATE)
+        .arg(&spec)
+        .arg(log)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -1,0 +1,7 @@
+//! The decision log as auditors use it: OPA-shaped events checked against the JSON Schema,
+//! shipping to an OPA decision-log collector, and signed digests checked by
+//! `keygate audit verify`.
+
+pub mod digest;
+pub mod event;
+mod upload;
