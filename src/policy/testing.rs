@@ -127,8 +127,17 @@ fn discover(file: &PolicyFile) -> Result<Vec<(String, u32)>, PolicyError> {
         let text = token.1.text();
         match token.0 {
             TokenKind::Eof => break,
-            TokenKind::Symbol if matches!(text, "{" | "[" | "(") => depth += 1,
-            TokenKind::Symbol if matches!(text, "}" | "]" | ")") => depth -= 1,
+            // Count the brackets a token holds, not only lone symbols: the lexer gives `set(`
+            // as one identifier, and its `)` must not leave the depth one level short.
+            TokenKind::Symbol | TokenKind::Ident => {
+                for c in text.chars() {
+                    match c {
+                        '{' | '[' | '(' => depth += 1,
+                        '}' | ']' | ')' => depth -= 1,
+                        _ => {}
+                    }
+                }
+            }
             _ => {}
         }
         if package_line == Some(token.1.line) {
@@ -227,5 +236,25 @@ mod tests {
         })
         .unwrap();
         assert_eq!(found, [("data.a.b.test_one".to_owned(), 2)]);
+    }
+}
+
+#[cfg(test)]
+mod discovery_regressions {
+    use super::*;
+
+    /// `set(` is lexed as one identifier: its brackets must still balance, or every test rule
+    /// after it was silently skipped.
+    #[test]
+    fn tests_after_an_empty_set_are_found() {
+        let found = discover(&PolicyFile {
+            name: "x_test.rego".into(),
+            text: "package p\nimport rego.v1\ntest_one if {\n  count(set()) == 0\n}\n\
+                   test_two if {\n  {x | some x in []} == set()\n}\n"
+                .into(),
+        })
+        .unwrap();
+        let names: Vec<_> = found.iter().map(|(r, _)| r.as_str()).collect();
+        assert_eq!(names, ["data.p.test_one", "data.p.test_two"]);
     }
 }
