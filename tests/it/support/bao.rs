@@ -192,9 +192,23 @@ impl Bao {
         assert!(ok, "kill {sig}");
     }
 
-    /// SIGSTOP: the server keeps its port and answers nothing.
+    /// SIGSTOP: the server keeps its port and answers nothing. Returns once every thread of
+    /// the server is stopped (kill(2) returns before a busy process has stopped).
     pub fn pause(&self) {
         self.signal("-STOP");
+        let tasks = format!("/proc/{}/task", self.pid());
+        let all_stopped = || {
+            std::fs::read_dir(&tasks).is_ok_and(|dir| {
+                dir.flatten().all(|t| {
+                    std::fs::read_to_string(t.path().join("stat")).is_ok_and(|stat| {
+                        // The state follows the command name's closing parenthesis.
+                        stat.rsplit_once(") ")
+                            .is_some_and(|(_, rest)| rest.starts_with('T') || rest.starts_with('t'))
+                    })
+                })
+            })
+        };
+        super::wait_until(PATIENCE, "the paused bao server to stop", all_stopped);
     }
 
     pub fn resume(&self) {
