@@ -7,7 +7,8 @@
 #    (default target/kryoptic), reusing the module when it is already there.
 # 2. Makes a fresh token in a temp dir (its own Kryoptic config, sqlite storage), initialises
 #    it with OpenSC's pkcs11-tool (random SO and user PINs), writes a keygate config for a
-#    pkcs11 key store on it and creates the keys with `keygate keys create`.
+#    pkcs11 key store on it, creates the keys with `keygate keys create` and checks
+#    `keys disable`, `enable` and `rotate` on the token.
 # 3. Serves it over HTTPS and runs `keygate conformance` and AWS's XKS test client (`-a`:
 #    also the encrypt-only, decrypt-only and no-usage keys) against it, then stops keygate
 #    and checks its decision log with `keygate audit verify`.
@@ -22,7 +23,8 @@
 #   XKS_TEST_CLIENT=DIR  AWS's XKS test client (default ../shared/aws-xks-test-client)
 #   IV_MODE=MODE         keygate's iv_mode for the token (default random)
 #   BUILD_LOCK=FILE      run each cargo build (and the test run) under `flock FILE`
-#   KEEP=1               keep the temp dir (token, config, logs) and print its path
+#   KEEP=1               keep the temp dir (token, config, logs) and print its path; a
+#                        failed run always keeps it
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -120,11 +122,13 @@ run_start=$SECONDS
 work=$(mktemp -d)
 server_pid=""
 cleanup() {
+  local rc=$?
   if [ -n "$server_pid" ]; then
     kill "$server_pid" 2>/dev/null || true
     wait "$server_pid" 2>/dev/null || true
   fi
-  if [ "${KEEP:-0}" = 1 ]; then say "kept $work"; else rm -rf "$work"; fi
+  # A failed run keeps its token, config and logs (test-only PINs) for a look.
+  if [ "${KEEP:-0}" = 1 ] || [ "$rc" -ne 0 ]; then say "kept $work"; else rm -rf "$work"; fi
 }
 trap cleanup EXIT
 
