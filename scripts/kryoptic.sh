@@ -1,0 +1,284 @@
+#!/usr/bin/env bash
+# keygate on a second PKCS#11 implementation: Kryoptic, a PKCS#11 soft token in Rust.
+#
+# 1. Installs what it needs when missing (apt-get: libclang-dev, libssl-dev, libsqlite3-dev,
+#    pkg-config, opensc, curl, jq, xxd, uuid-runtime) and builds Kryoptic's PKCS#11 module
+#    from its crates.io source (the crate's own Cargo.lock, --locked) into $KRYOPTIC_CACHE
+#    (default target/kryoptic), reusing the module when it is already there.
+# 2. Makes a fresh token in a temp dir (its own Kryoptic config, sqlite storage), initialises
+#    it with OpenSC's pkcs11-tool (random SO and user PINs), writes a keygate config for a
+#    pkcs11 key store on it, creates the keys with `keygate keys create` and checks
+#    `keys disable`, `enable` and `rotate` on the token.
+# 3. Serves it over HTTPS and runs `keygate conformance` and AWS's XKS test client (`-a`:
+#    also the encrypt-only, decrypt-only and no-usage keys) against it, then stops keygate
+#    and checks its decision log with `keygate audit verify`.
+# 4. Prints a summary with the build and run times; exits non-zero when anything failed.
+#
+#   scripts/kryoptic.sh
+#   BUILD_LOCK=/path/to/lock scripts/kryoptic.sh     # cargo builds under flock(1) on it
+#
+# Environment:
+#   KRYOPTIC_CACHE=DIR   where the module is built and kept (default target/kryoptic)
+#   KEYGATE_BIN=PATH     keygate binary to test (default: cargo build --locked, target/debug)
+#   XKS_TEST_CLIENT=DIR  AWS's XKS test client (default ../shared/aws-xks-test-client)
+#   IV_MODE=MODE         keygate's iv_mode for the token (default random)
+#   BUILD_LOCK=FILE      run each cargo build (and the test run) under `flock FILE`
+#   KEEP=1               keep the temp dir (token, config, logs) and print its path; a
+#                        failed run always keeps it
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+KRYOPTIC_VERSION=1.5.4
+KRYOPTIC_FEATURES="minimal,kryoptic-lib/dynamic"
+KRYOPTIC_CACHE=${KRYOPTIC_CACHE:-target/kryoptic}
+XKS_TEST_CLIENT=${XKS_TEST_CLIENT:-../shared/aws-xks-test-client}
+IV_MODE=${IV_MODE:-random}
+LABEL=keygate-kryoptic
+
+say() { printf 'kryoptic: %s\n' "$*" >&2; }
+die() {
+  say "$*"
+  exit 1
+}
+# The heavy steps hold flock(1) on $BUILD_LOCK when it is set; times are taken inside it.
+lock_take() { if [ -n "${BUILD_LOCK:-}" ]; then exec 9>>"$BUILD_LOCK" && flock 9; fi; }
+lock_release() { if [ -n "${BUILD_LOCK:-}" ]; then exec 9>&-; fi; }
+rand_hex() { head -c "$1" /dev/urandom | od -An -tx1 | tr -d ' \n'; }
+
+# --- 1. packages -------------------------------------------------------------------------
+need=()
+for p in libclang-dev libssl-dev libsqlite3-dev pkg-config opensc curl jq xxd uuid-runtime; do
+  dpkg -s "$p" >/dev/null 2>&1 || need+=("$p")
+done
+if [ "${#need[@]}" -gt 0 ]; then
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  say "installing ${need[*]}"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+[ -d "$XKS_TEST_CLIENT" ] || die "AWS's XKS test client not found in $XKS_TEST_CLIENT (set XKS_TEST_CLIENT)"
+
+# --- 1. the Kryoptic module ----------------------------------------------------------------
+mkdir -p "$KRYOPTIC_CACHE"
+KRYOPTIC_CACHE=$(realpath "$KRYOPTIC_CACHE")
+module="$KRYOPTIC_CACHE/libkryoptic_pkcs11-$KRYOPTIC_VERSION.so"
+build_secs=""
+if [ -f "$module" ]; then
+  say "reusing $module"
+else
+  # The crate's source as cargo fetches it: a throwaway package that depends on it, and
+  # cargo metadata for the path of the unpacked source.
+  fetch="$KRYOPTIC_CACHE/fetch"
+  mkdir -p "$fetch"
+  cat >"$fetch/Cargo.toml" <<TOML
+[package]
+name = "kryoptic-fetch"
+version = "0.0.0"
+edition = "2021"
+publish = false
+
+[lib]
+path = "lib.rs"
+
+[dependencies]
+kryoptic = { version = "=$KRYOPTIC_VERSION", default-features = false }
+
+[workspace]
+TOML
+  : >"$fetch/lib.rs"
+  manifest=$(cargo metadata --format-version 1 --manifest-path "$fetch/Cargo.toml" |
+    jq -r --arg v "$KRYOPTIC_VERSION" '.packages[] | select(.name == "kryoptic" and .version == $v) | .manifest_path')
+  [ -f "$manifest" ] || die "cargo did not fetch kryoptic $KRYOPTIC_VERSION"
+  src="$KRYOPTIC_CACHE/src-$KRYOPTIC_VERSION"
+  rm -rf "$src"
+  cp -r "$(dirname "$manifest")" "$src"
+  # Its own workspace root, so that no Cargo.toml above the cache dir is taken for one.
+  printf '\n[workspace]\n' >>"$src/Cargo.toml"
+  say "building kryoptic $KRYOPTIC_VERSION ($KRYOPTIC_FEATURES)"
+  lock_take
+  start=$SECONDS
+  cargo build --release --locked --manifest-path "$src/Cargo.toml" \
+    --no-default-features --features "$KRYOPTIC_FEATURES" --target-dir "$KRYOPTIC_CACHE/target" >&2
+  build_secs=$((SECONDS - start))
+  lock_release
+  cp "$KRYOPTIC_CACHE/target/release/libkryoptic_pkcs11.so" "$module.tmp"
+  mv "$module.tmp" "$module"
+  say "built $module in ${build_secs}s"
+fi
+
+# --- keygate -----------------------------------------------------------------------------
+if [ -z "${KEYGATE_BIN:-}" ]; then
+  lock_take
+  cargo build --locked --bin keygate >&2
+  lock_release
+  KEYGATE_BIN=target/debug/keygate
+fi
+BIN=$(realpath "$KEYGATE_BIN")
+
+# --- 2. a token and a key store on it ------------------------------------------------------
+lock_take
+run_start=$SECONDS
+work=$(mktemp -d)
+server_pid=""
+cleanup() {
+  local rc=$?
+  if [ -n "$server_pid" ]; then
+    kill "$server_pid" 2>/dev/null || true
+    wait "$server_pid" 2>/dev/null || true
+  fi
+  # A failed run keeps its token, config and logs (test-only PINs) for a look.
+  if [ "${KEEP:-0}" = 1 ] || [ "$rc" -ne 0 ]; then say "kept $work"; else rm -rf "$work"; fi
+}
+trap cleanup EXIT
+
+# Kryoptic reads its configuration from the file KRYOPTIC_CONF names, when the module is
+# initialised; every process that opens the token has it in its environment.
+cat >"$work/kryoptic.conf" <<TOML
+[[slots]]
+slot = 1
+description = "keygate Kryoptic test slot"
+dbtype = "sqlite"
+dbargs = "$work/token.sql"
+TOML
+export KRYOPTIC_CONF="$work/kryoptic.conf"
+so_pin=$(rand_hex 16)
+pin=$(rand_hex 16)
+pkcs11-tool --module "$module" --slot 1 --init-token --label "$LABEL" --so-pin "$so_pin" >/dev/null
+pkcs11-tool --module "$module" --token-label "$LABEL" --login --login-type so --so-pin "$so_pin" \
+  --init-pin --pin "$pin" >/dev/null 2>&1
+(umask 077 && printf '%s' "$pin" >"$work/pin")
+unset so_pin pin
+
+"$BIN" certs dev "$work/certs" >/dev/null
+access_key_id=$(head -c 64 /dev/urandom | base32 | tr -dc 'A-Z2-7' | head -c 24)
+secret=$(head -c 32 /dev/urandom | base64 | tr -d '\n')
+export KEYGATE_KRYOPTIC_SECRET="$secret"
+config="$work/keygate.toml"
+cat >"$config" <<TOML
+[server]
+listen = "127.0.0.1:0"
+region = "us-east-1"
+
+[tls]
+cert_chain = "certs/server.pem"
+key = "certs/server.key"
+
+[backend]
+kind = "pkcs11"
+health_key = "keygate-health"
+
+[backend.pkcs11]
+module = "$module"
+token_label = "$LABEL"
+pin_file = "pin"
+iv_mode = "$IV_MODE"
+
+[decision_log]
+path = "decisions.log"
+
+[[keystore]]
+name = "kryoptic"
+uri_prefix = "/kryoptic"
+keys = ["foo", "encrypt-only", "decrypt-only", "no-usage"]
+[[keystore.credential]]
+access_key_id = "$access_key_id"
+secret_env = "KEYGATE_KRYOPTIC_SECRET"
+TOML
+"$BIN" config check "$config" >&2
+keys() { "$BIN" keys --config "$config" "$@"; }
+keys create foo >/dev/null
+keys create encrypt-only --usage encrypt >/dev/null
+keys create decrypt-only --usage decrypt >/dev/null
+keys create no-usage --usage none >/dev/null
+keys create keygate-health >/dev/null
+keys list >&2
+
+failed=()
+# The key lifecycle on this token: disable and enable rewrite CKA_ID, rotate adds a version.
+status() { keys show spare | awk 'NR == 2 {print $3 " " $4}'; }
+keys create spare >/dev/null
+keys disable spare >/dev/null
+lifecycle="disable: $(status)"
+keys enable spare >/dev/null
+lifecycle="$lifecycle, enable: $(status)"
+keys rotate spare >/dev/null
+lifecycle="$lifecycle, rotate: $(status)"
+[ "$lifecycle" = "disable: DISABLED 1, enable: ENABLED 1, rotate: ENABLED 2" ] || failed+=(lifecycle)
+
+# --- 3. serve it; keygate conformance and AWS's test client --------------------------------
+# 9>&-: the server does not hold the build lock.
+RUST_LOG="warn,keygate::serve=info" "$BIN" serve --config "$config" >"$work/server.out" 2>"$work/server.log" 9>&- &
+server_pid=$!
+addr=""
+for _ in $(seq 300); do
+  # The log is JSON lines: {"message":"keygate listening","addr":"127.0.0.1:PORT",...}
+  addr=$(sed -n '/keygate listening/s/.*"addr":"\([0-9.]*:[0-9]*\)".*/\1/p' "$work/server.log" | head -1)
+  [ -n "$addr" ] && break
+  kill -0 "$server_pid" 2>/dev/null || break
+  sleep 0.1
+done
+[ -n "$addr" ] || { cat "$work/server.log" >&2; die "keygate did not start"; }
+say "keygate on Kryoptic at https://$addr/kryoptic"
+
+conformance_rc=0
+KEYGATE_SECRET="$secret" "$BIN" conformance --url "https://$addr" --prefix /kryoptic \
+  --access-key-id "$access_key_id" --cacert "$work/certs/ca.pem" --key-id foo \
+  --encrypt-only-key-id encrypt-only --decrypt-only-key-id decrypt-only \
+  --no-usage-key-id no-usage >"$work/conformance.out" 2>&1 || conformance_rc=$?
+conformance=$(grep -E '^[0-9]+ passed, [0-9]+ failed' "$work/conformance.out" | tail -1)
+# Every case runs here (all four keys are given): a skipped case is a failure too.
+case "$conformance_rc $conformance" in
+  "0 "*" passed, 0 failed") ;;
+  *) failed+=(conformance) ;;
+esac
+grep -v '^PASS' "$work/conformance.out" >&2 || true
+
+# The test client exits 0 whatever the result: its closing line says how it went.
+aws_rc=0
+(
+  cd "$XKS_TEST_CLIENT"
+  XKS_PROXY_HOST="$addr" URI_PREFIX=kryoptic SIGV4_ACCESS_KEY_ID="$access_key_id" \
+    SIGV4_SECRET_ACCESS_KEY="$secret" SCHEME=https:// SECURE="--cacert $work/certs/ca.pem" \
+    KEY_ID=foo ENCRYPT_ONLY_KEY_ID=encrypt-only DECRYPT_ONLY_KEY_ID=decrypt-only \
+    IMPOTENT_KEY_ID=no-usage ANSI_ESCAPE=0 VERBOSE='' ./test-xks-proxy -a
+) >"$work/aws-client.out" 2>&1 || aws_rc=$?
+aws_client=$(grep -a -E 'tests (PASSED|FAILED)' "$work/aws-client.out" | tail -1 | sed 's/^[^A-Za-z]*//')
+case "$aws_rc $aws_client" in
+  "0 All "*" tests PASSED.") ;;
+  *)
+    failed+=(aws-xks-test-client)
+    grep -a -iE 'failed|error' "$work/aws-client.out" | head -40 >&2 || true
+    ;;
+esac
+
+# Stop keygate (it drains and closes the decision log), then check the log's hash chain.
+kill -TERM "$server_pid"
+server_rc=0
+wait "$server_pid" || server_rc=$?
+server_pid=""
+[ "$server_rc" -eq 0 ] || { failed+=("keygate exit $server_rc"); tail -20 "$work/server.log" >&2; }
+lines=$(wc -l <"$work/decisions.log")
+"$BIN" audit verify "$work/decisions.log" >"$work/verify.out" 2>&1 || failed+=("audit verify")
+run_secs=$((SECONDS - run_start))
+lock_release
+
+# --- 4. summary ----------------------------------------------------------------------------
+echo
+echo "Kryoptic $KRYOPTIC_VERSION ($KRYOPTIC_FEATURES), iv_mode = \"$IV_MODE\""
+echo "  module:              $module"
+if [ -n "$build_secs" ]; then
+  echo "  build:               ${build_secs}s (cargo build --release, this run)"
+else
+  echo "  build:               cached"
+fi
+echo "  keygate conformance: ${conformance:-no result}"
+echo "  AWS XKS test client: ${aws_client:-no result}"
+echo "  key lifecycle:       $lifecycle"
+echo "  decision log:        $lines lines, $(tail -1 "$work/verify.out")"
+echo "  token, keys, tests:  ${run_secs}s"
+if [ "${#failed[@]}" -gt 0 ]; then
+  echo "FAILED: ${failed[*]}"
+  exit 1
+fi
+echo "all passed"
