@@ -82,3 +82,9 @@ export KEYGATE_BAO
 "$KEYGATE_BAO" version >&2
 
 cargo test --all-targets --locked "$@"
+# The whole suite (no filter given) also runs keygate on a second PKCS#11 implementation,
+# Kryoptic, with the binary the tests just built (about a minute on a fresh clone, most of it
+# building the module once; docs/hsm.md).
+if [ "$#" -eq 0 ]; then
+  KEYGATE_BIN=target/debug/keygate scripts/kryoptic.sh
+fi
