@@ -28,12 +28,12 @@ fn record(n: u64) -> DecisionRecord {
         input: serde_json::value::to_raw_value(&input).unwrap(),
         decision: Some((true, vec![])),
         error: None,
-        requested_by: "10.0.3.7:41622".into(),
+        requested_by: Some("10.0.3.7:41622".into()),
         req_id: n,
         eval_ns: 6000,
         revision: "rev".into(),
-        kms_request_id: Some(format!("4c6b7b0e-8d2f-4f55-9a3b-{n:012}")),
         error_name: None,
+        mask: Default::default(),
     }
 }
 
