@@ -109,6 +109,18 @@ async fn allowed_denied_and_failed_decisions_match_the_event_schema() {
             .unwrap()
             .starts_with("127.0.0.1:")
     }));
+    // Nothing written twice: the input's time is `timestamp`, kmsRequestId is under input.
+    for l in &lines {
+        assert!(l["input"].get("time").is_none(), "{l}");
+        assert!(l.get("kms_request_id").is_none(), "{l}");
+        assert!(
+            l["input"]["request_metadata"]["kmsRequestId"].is_string(),
+            "{l}"
+        );
+        assert!(l["timestamp"].is_string(), "{l}");
+    }
+    assert!(lines[0].get("error_name").is_none());
+    assert_eq!(lines[1]["error_name"], "AccessDeniedException");
     assert_eq!(file_mode(&log), 0o600);
     validate(&log);
 }
