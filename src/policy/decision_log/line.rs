@@ -317,3 +317,50 @@ pub(crate) fn body(record: &DecisionRecord, instance_id: &str, at: &Position<'_>
             )
         })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::Interface;
+
+    fn input(metadata: &serde_json::Map<String, Json>) -> PolicyInput<'_> {
+        PolicyInput {
+            interface: Interface::Xks,
+            operation: "Encrypt",
+            keystore: "main",
+            uri_prefix: "/p",
+            key_id: "foo",
+            request_metadata: metadata,
+            access_key_id: Some("AKIA"),
+            source_ip: Some("10.0.0.1".parse().unwrap()),
+            client_subject: None,
+            time: SystemTime::UNIX_EPOCH,
+            aad_length: 3,
+            request_uid: None,
+            peer: None,
+        }
+    }
+
+    #[test]
+    fn the_logged_input_is_the_policy_input_but_its_time() {
+        let metadata = serde_json::json!({"kmsRequestId": "r1", "awsPrincipalArn": "arn"});
+        let Json::Object(metadata) = metadata else {
+            panic!()
+        };
+        let input = input(&metadata);
+        let outcome = Err(PolicyError::BadResult("x".into()));
+        let who = Requester {
+            peer: None,
+            req_id: 1,
+        };
+        let record = DecisionRecord::new(&input, &input.to_value(), &outcome, "r", who, None);
+        let mut want = input.to_json();
+        want.as_object_mut().unwrap().remove("time");
+        let got: Json = serde_json::from_str(record.input.get()).unwrap();
+        assert_eq!(got, want);
+        // The same bytes as serializing the tree: keys sorted, nothing else changed.
+        assert_eq!(record.input.get(), want.to_string());
+        assert_eq!(record.requested_by.as_deref(), Some("10.0.0.1"));
+        assert_eq!(record.mask, Applied::default());
+    }
+}

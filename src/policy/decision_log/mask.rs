@@ -87,7 +87,7 @@ impl MaskToml {
         ];
         for (name, list, action) in lists {
             for text in list {
-                match Pointer::parse(&text).and_then(|ptr| in_scope(ptr)) {
+                match Pointer::parse(&text).and_then(in_scope) {
                     Ok(ptr) => rules.push((ptr, action)),
                     Err(e) => problems.push(format!("{p}.{name}: {e}")),
                 }
