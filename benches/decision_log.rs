@@ -9,12 +9,13 @@
 //! verify lines/s = 10,000 / the time of `audit verify 10000 lines`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use std::hint::black_box;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use criterion::{BatchSize, Criterion, black_box, criterion_group, criterion_main};
+use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use keygate::policy::decision_log::chain::Verifier;
 use keygate::policy::decision_log::mask::{MaskToml, Masking};
 use keygate::policy::decision_log::{
