@@ -359,3 +359,42 @@ fn wait_until(mut condition: impl FnMut() -> bool) {
         std::thread::sleep(Duration::from_millis(10));
     }
 }
+
+/// Lines as keygate wrote them before the line was slimmed (with `input.time`, a top-level
+/// `kms_request_id`, `"error_name":null` and `"prev_file":null`): the log resumes after
+/// them and the whole file verifies.
+#[test]
+fn a_log_of_the_earlier_line_shape_resumes_and_verifies() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("decisions.log");
+    let mut prev = GENESIS.to_owned();
+    let mut text = String::new();
+    for seq in 1..=2 {
+        let body = format!(
+            "{{\"decision_id\":\"d{seq}\",\"seq\":{seq},\"timestamp\":\"2026-11-22T06:01:02Z\",\
+             \"path\":\"keygate\",\"input\":{{\"request_metadata\":{{\"kmsRequestId\":\"r{seq}\"}},\
+             \"time\":\"2026-11-22T06:01:02Z\"}},\"result\":{{\"allow\":true,\"deny\":[]}},\
+             \"requested_by\":\"127.0.0.1:1\",\"req_id\":{seq},\"labels\":{{\"id\":\"old\",\
+             \"version\":\"0.1.0\"}},\"metrics\":{{\"timer_rego_query_eval_ns\":1}},\
+             \"bundles\":{{\"keygate\":{{\"revision\":\"r\"}}}},\"kms_request_id\":\"r{seq}\",\
+             \"error_name\":null,\"prev_file\":null,\"prev_hash\":\"{prev}\"}}"
+        );
+        let (line, hash) = chain::seal(&prev, &body);
+        text.push_str(&line);
+        text.push('\n');
+        prev = hash;
+    }
+    std::fs::write(&path, &text).unwrap();
+    let log = DecisionLog::open(config(&path)).unwrap();
+    log.record(record(5)).unwrap();
+    assert!(log.close(WAIT));
+    let got = lines(&path);
+    assert_eq!(got.len(), 3);
+    assert_eq!(
+        (got[0]["kms_request_id"].clone(), got[2]["seq"].clone()),
+        ("r1".into(), 3.into())
+    );
+    assert_eq!(got[2]["prev_hash"], prev.as_str());
+    assert!(got[2].get("kms_request_id").is_none() && got[2].get("prev_file").is_none());
+    assert_eq!(verify(&[&path]).unwrap().lines, 3);
+}
