@@ -326,6 +326,11 @@ fn open_decision_log(
     c.rotate_bytes = s.rotate_bytes;
     c.rotate_interval = s.rotate_interval;
     c.upload = s.upload.clone();
+    if let Some(m) = &s.mask {
+        let masking = crate::policy::decision_log::mask::Masking::new(m)
+            .map_err(|e| format!("decision_log.mask.hmac_key_file: {e}"))?;
+        c.mask = Some(Arc::new(masking));
+    }
     if let Some(d) = &s.digest {
         let signer: Arc<dyn DigestSigner> = match (&d.key, token_signer) {
             (DigestKey::File(path), _) => Arc::new(

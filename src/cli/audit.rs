@@ -1,6 +1,8 @@
-//! `keygate audit`: verify decision logs (hash chain, checkpoints, signed digests), and make or
-//! show the key digests are signed with. Exit codes: 0 success, 1 a problem was found (or a
+//! `keygate audit`: verify decision logs (hash chain, checkpoints, signed digests), make or
+//! show the key digests are signed with, and compute a masked value (audit/mask.rs). Exit codes: 0 success, 1 a problem was found (or a
 //! command failed), 64 usage or configuration error.
+
+mod mask;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -37,6 +39,9 @@ pub enum AuditCommand {
     Keygen(KeygenArgs),
     /// Print the public key (PEM) of the digest key a config names.
     PublicKey(PublicKeyArgs),
+    /// Print the HMAC a [decision_log.mask] hmac rule writes for VALUE (`hmac-sha256:<hex>`),
+    /// to find or check a masked member with the key.
+    Mask(mask::MaskArgs),
 }
 
 /// `keygate audit verify FILE...`
@@ -99,6 +104,7 @@ pub fn run(args: AuditArgs) -> ExitCode {
         AuditCommand::Verify(a) => report(run_verify(&a, &mut out)),
         AuditCommand::Keygen(a) => keygen(&a),
         AuditCommand::PublicKey(a) => public_key(&a),
+        AuditCommand::Mask(a) => mask::run(&a),
     }
 }
 

@@ -149,6 +149,7 @@ pub(super) fn serve(args: ServeArgs) -> ExitCode {
                     rotate_interval: None,
                     upload: None,
                     digest: None,
+                    mask: None,
                 });
             }
         }
@@ -171,6 +172,7 @@ pub(super) fn serve(args: ServeArgs) -> ExitCode {
             rotate_interval: None,
             upload: None,
             digest: None,
+            mask: None,
         });
     }
     let dev_ca = match apply_tls(&mut config, args.tls, args.dev.then_some(&args.data_dir)) {

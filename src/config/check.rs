@@ -305,6 +305,15 @@ impl Checker {
                 None
             }
         });
+        let mask = raw
+            .mask
+            .and_then(|m| match m.check(base, &mut self.warnings) {
+                Ok(m) => Some(m),
+                Err(p) => {
+                    self.problems.extend(p);
+                    None
+                }
+            });
         if let Some(DigestKey::Pkcs11Label(_)) = digest.as_ref().map(|d| &d.key)
             && !matches!(backend, BackendKind::Pkcs11(_))
         {
@@ -329,6 +338,7 @@ impl Checker {
             rotate_interval: raw.rotate_interval_secs.map(Duration::from_secs),
             upload,
             digest,
+            mask,
         })
     }
 }

@@ -161,6 +161,8 @@ pub struct DecisionLogSettings {
     pub upload: Option<UploadSettings>,
     /// `[decision_log.digest]`: signed digests.
     pub digest: Option<DigestSettings>,
+    /// `[decision_log.mask]`: members erased or HMAC'd before a line is written.
+    pub mask: Option<crate::policy::decision_log::mask::MaskSettings>,
 }
 
 impl Config {

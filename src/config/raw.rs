@@ -130,4 +130,5 @@ pub(super) struct RawDecisionLog {
     pub(super) rotate_interval_secs: Option<u64>,
     pub(super) upload: Option<crate::policy::decision_log::settings::UploadToml>,
     pub(super) digest: Option<crate::policy::decision_log::settings::DigestToml>,
+    pub(super) mask: Option<crate::policy::decision_log::mask::MaskToml>,
 }

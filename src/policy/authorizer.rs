@@ -103,7 +103,7 @@ impl Authorizer {
         self.stats.count(&outcome);
         self.metrics
             .policy_decision(input.keystore, matches!(&outcome, Ok(d) if d.allow));
-        let record = self.decision_log.as_ref().map(|_| {
+        let record = self.decision_log.as_ref().map(|log| {
             let revision = self.engine.revision();
             DecisionRecord::new(
                 input,
@@ -111,6 +111,7 @@ impl Authorizer {
                 &outcome,
                 &revision,
                 Requester { peer, req_id },
+                log.masking(),
             )
         });
         let verdict = self.verdict(outcome, input.keystore);

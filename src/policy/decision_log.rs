@@ -1,5 +1,5 @@
 //! Decision log: one JSON line per evaluated request, an OPA decision-log event plus keygate's
-//! `seq`, `kms_request_id` and `error_name`, hash-chained for tamper evidence (see [`chain`]).
+//! `seq` and `error_name`, hash-chained for tamper evidence (see [`chain`]).
 //!
 //! Requests hand their record to a bounded queue and never wait for the disk; a writer thread
 //! seals and appends the lines, rotates files, and notices when the file cannot be written. A full
@@ -8,6 +8,7 @@
 //!
 //! ```text
 //! decision_log/line.rs     the event (OPA's EventV1 members and keygate's)
+//! decision_log/mask.rs     masking: erase or HMAC members by JSON pointer, before queueing
 //! decision_log/chain.rs    the hash chain and its verifier
 //! decision_log/writer.rs   the writer thread: seal, append, rotate, checkpoints, digest feed
 //! decision_log/files.rs    the files on disk: open, rotated names, resume, first/last lines
@@ -21,6 +22,7 @@ pub mod chain;
 pub mod digest;
 mod files;
 mod line;
+pub mod mask;
 mod progress;
 pub mod settings;
 mod upload;
@@ -60,6 +62,8 @@ pub struct DecisionLogConfig {
     pub digest: Option<DigestConfig>,
     /// Shipping to an OPA decision-log collector (`None`: the local file only).
     pub upload: Option<settings::UploadSettings>,
+    /// Masking rules applied to every record when it is made (`None`: none).
+    pub mask: Option<Arc<mask::Masking>>,
 }
 
 impl DecisionLogConfig {
@@ -76,6 +80,7 @@ impl DecisionLogConfig {
             checkpoint_interval: Duration::from_secs(60),
             digest: None,
             upload: None,
+            mask: None,
         }
     }
 }
@@ -137,6 +142,8 @@ pub struct DecisionLog {
     uploads: Option<Arc<UploadStats>>,
     /// Refuse requests while the collector cannot take the log.
     require_upload: bool,
+    /// Masking rules, applied where records are made ([`DecisionLog::masking`]).
+    mask: Option<Arc<mask::Masking>>,
 }
 
 impl DecisionLog {
@@ -171,6 +178,7 @@ impl DecisionLog {
         };
         let path = config.path.clone();
         let require_upload = config.upload.as_ref().is_some_and(|u| u.require_upload);
+        let mask = config.mask.clone();
         let open_err = |reason| DecisionLogError::Open {
             path: path.clone(),
             reason,
@@ -201,6 +209,7 @@ impl DecisionLog {
             uploader: Arc::new(std::sync::Mutex::new(uploader)),
             uploads,
             require_upload,
+            mask,
         })
     }
 
@@ -244,6 +253,11 @@ impl DecisionLog {
     /// rotated files asks this first (see [`Settled::retirable`]).
     pub fn settled(&self, file: &Path) -> std::io::Result<Settled> {
         progress::settled(file, self.uploads.as_deref(), self.digests.as_deref())
+    }
+
+    /// The masking rules every record must be made with (see [`DecisionRecord::new`]).
+    pub fn masking(&self) -> Option<&mask::Masking> {
+        self.mask.as_deref()
     }
 
     /// The uploader's counters, when `[decision_log.upload]` is configured.

@@ -154,7 +154,12 @@ async fn judged_operations_close_their_judgement_and_health_is_not_judged() {
         .collect();
     let got: Vec<_> = lines
         .iter()
-        .map(|l| (l["kms_request_id"].clone(), l["error_name"].clone()))
+        .map(|l| {
+            (
+                l["input"]["request_metadata"]["kmsRequestId"].clone(),
+                l["error_name"].clone(),
+            )
+        })
         .collect();
     assert_eq!(
         got,

@@ -280,7 +280,7 @@ impl DigestToml {
 }
 
 /// A file that must not be readable by group or others.
-fn private_file(path: &Path) -> Result<(), String> {
+pub(crate) fn private_file(path: &Path) -> Result<(), String> {
     use std::os::unix::fs::PermissionsExt;
     let meta = std::fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
     if meta.permissions().mode() & 0o077 != 0 {

@@ -17,14 +17,14 @@ fn record(n: u64) -> DecisionRecord {
         .unwrap(),
         decision: Some((n.is_multiple_of(2), vec![format!("reason {n}")])),
         error: None,
-        requested_by: format!("127.0.0.1:{}", 40000 + n),
+        requested_by: Some(format!("127.0.0.1:{}", 40000 + n)),
         req_id: n + 1,
         eval_ns: 1000 + n,
         revision: "rev".into(),
-        kms_request_id: Some(format!("req-{n}")),
         error_name: n
             .is_multiple_of(3)
             .then(|| "AccessDeniedException".to_owned()),
+        mask: Default::default(),
     }
 }
 
@@ -75,9 +75,17 @@ fn lines_have_opa_shape_and_chain() {
     assert_eq!(first["metrics"]["timer_rego_query_eval_ns"], 1000);
     assert_eq!(first["bundles"]["keygate"]["revision"], "rev");
     assert_eq!(first["result"]["allow"], true);
-    assert_eq!(first["kms_request_id"], "req-0");
     assert_eq!(first["error_name"], "AccessDeniedException");
-    assert_eq!(got[1]["error_name"], serde_json::Value::Null);
+    // Members with nothing to say are left out, as OPA leaves out its empty members.
+    for absent in [
+        "error_name",
+        "prev_file",
+        "erased",
+        "masked",
+        "kms_request_id",
+    ] {
+        assert!(got[1].get(absent).is_none(), "{absent}");
+    }
     assert_eq!(
         uuid::Uuid::parse_str(first["decision_id"].as_str().unwrap())
             .unwrap()
@@ -269,7 +277,7 @@ fn fail_closed_refuses_while_the_directory_is_gone_and_recovers() {
     let got = lines(&path);
     let seqs: Vec<_> = got.iter().map(|l| l["seq"].as_u64().unwrap()).collect();
     assert_eq!(seqs, [2, 3, 4]);
-    assert_eq!(got[0]["kms_request_id"], "req-2");
+    assert_eq!(got[0]["input"]["key_id"], "k2");
     assert!(log.write_errors() > 0);
 }
 
@@ -350,4 +358,43 @@ fn wait_until(mut condition: impl FnMut() -> bool) {
         );
         std::thread::sleep(Duration::from_millis(10));
     }
+}
+
+/// Lines as keygate wrote them before the line was slimmed (with `input.time`, a top-level
+/// `kms_request_id`, `"error_name":null` and `"prev_file":null`): the log resumes after
+/// them and the whole file verifies.
+#[test]
+fn a_log_of_the_earlier_line_shape_resumes_and_verifies() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("decisions.log");
+    let mut prev = GENESIS.to_owned();
+    let mut text = String::new();
+    for seq in 1..=2 {
+        let body = format!(
+            "{{\"decision_id\":\"d{seq}\",\"seq\":{seq},\"timestamp\":\"2026-11-22T06:01:02Z\",\
+             \"path\":\"keygate\",\"input\":{{\"request_metadata\":{{\"kmsRequestId\":\"r{seq}\"}},\
+             \"time\":\"2026-11-22T06:01:02Z\"}},\"result\":{{\"allow\":true,\"deny\":[]}},\
+             \"requested_by\":\"127.0.0.1:1\",\"req_id\":{seq},\"labels\":{{\"id\":\"old\",\
+             \"version\":\"0.1.0\"}},\"metrics\":{{\"timer_rego_query_eval_ns\":1}},\
+             \"bundles\":{{\"keygate\":{{\"revision\":\"r\"}}}},\"kms_request_id\":\"r{seq}\",\
+             \"error_name\":null,\"prev_file\":null,\"prev_hash\":\"{prev}\"}}"
+        );
+        let (line, hash) = chain::seal(&prev, &body);
+        text.push_str(&line);
+        text.push('\n');
+        prev = hash;
+    }
+    std::fs::write(&path, &text).unwrap();
+    let log = DecisionLog::open(config(&path)).unwrap();
+    log.record(record(5)).unwrap();
+    assert!(log.close(WAIT));
+    let got = lines(&path);
+    assert_eq!(got.len(), 3);
+    assert_eq!(
+        (got[0]["kms_request_id"].clone(), got[2]["seq"].clone()),
+        ("r1".into(), 3.into())
+    );
+    assert_eq!(got[2]["prev_hash"], prev.as_str());
+    assert!(got[2].get("kms_request_id").is_none() && got[2].get("prev_file").is_none());
+    assert_eq!(verify(&[&path]).unwrap().lines, 3);
 }

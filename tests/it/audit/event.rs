@@ -109,6 +109,40 @@ async fn allowed_denied_and_failed_decisions_match_the_event_schema() {
             .unwrap()
             .starts_with("127.0.0.1:")
     }));
+    // Nothing written twice: the input's time is `timestamp`, kmsRequestId is under input.
+    for l in &lines {
+        assert!(l["input"].get("time").is_none(), "{l}");
+        assert!(l.get("kms_request_id").is_none(), "{l}");
+        assert!(
+            l["input"]["request_metadata"]["kmsRequestId"].is_string(),
+            "{l}"
+        );
+        assert!(l["timestamp"].is_string(), "{l}");
+    }
+    assert!(lines[0].get("error_name").is_none());
+    assert_eq!(lines[1]["error_name"], "AccessDeniedException");
+    // A decision replays as docs/audit.md says: the input, with its time put back.
+    for (l, allow) in [(&lines[0], true), (&lines[1], false)] {
+        let mut input = l["input"].clone();
+        input["time"] = l["timestamp"].clone();
+        let file = root.path().join("replay.json");
+        std::fs::write(&file, input.to_string()).unwrap();
+        let out = crate::support::process::keygate(&[
+            "policy",
+            "eval",
+            "--input",
+            file.to_str().unwrap(),
+            "--policy-dir",
+            policies.to_str().unwrap(),
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let decision: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(decision["allow"], allow, "{decision}");
+    }
     assert_eq!(file_mode(&log), 0o600);
     validate(&log);
 }

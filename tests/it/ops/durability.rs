@@ -101,7 +101,11 @@ fn one_run(run: usize) {
     let mut lines_per_request: HashMap<&str, usize> = HashMap::new();
     for d in &decisions {
         *lines_per_request
-            .entry(d["kms_request_id"].as_str().unwrap_or(""))
+            .entry(
+                d["input"]["request_metadata"]["kmsRequestId"]
+                    .as_str()
+                    .unwrap_or(""),
+            )
             .or_default() += 1;
     }
     let missing = judged

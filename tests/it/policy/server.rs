@@ -198,7 +198,12 @@ async fn one_decision_log_line_per_request_under_concurrency() {
     assert_eq!(lines.len(), clients * per_client);
     let mut logged: Vec<String> = lines
         .iter()
-        .map(|l| l["kms_request_id"].as_str().unwrap().to_owned())
+        .map(|l| {
+            l["input"]["request_metadata"]["kmsRequestId"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
         .collect();
     logged.sort();
     sent.sort();

@@ -17,16 +17,18 @@ const WAIT: Duration = Duration::from_secs(10);
 fn record(n: u64) -> DecisionRecord {
     DecisionRecord {
         timestamp: SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000 + n),
-        input: serde_json::value::to_raw_value(&serde_json::json!({"operation": "Encrypt"}))
-            .unwrap(),
+        input: serde_json::value::to_raw_value(
+            &serde_json::json!({"operation": "Encrypt", "request_metadata": {"kmsRequestId": format!("req-{n}")}}),
+        )
+        .unwrap(),
         decision: Some((true, vec![])),
         error: None,
-        requested_by: "127.0.0.1:1".into(),
+        requested_by: Some("127.0.0.1:1".into()),
         req_id: n,
         eval_ns: 1,
         revision: "rev".into(),
-        kms_request_id: Some(format!("req-{n}")),
         error_name: None,
+        mask: Default::default(),
     }
 }
 

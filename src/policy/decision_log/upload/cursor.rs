@@ -337,12 +337,12 @@ mod tests {
             input: serde_json::value::to_raw_value(&serde_json::json!({"n": n})).unwrap(),
             decision: Some((true, vec![])),
             error: None,
-            requested_by: "127.0.0.1:1".into(),
+            requested_by: Some("127.0.0.1:1".into()),
             req_id: n,
             eval_ns: 1,
             revision: "rev".into(),
-            kms_request_id: None,
             error_name: None,
+            mask: Default::default(),
         }
     }
 
