@@ -286,13 +286,19 @@ fn fail_closed_refuses_on_a_full_disk_and_recovers() {
     assert!(log.flush(WAIT));
     assert!(!log.writable());
     assert!(log.record(record(2)).is_err());
-    // Space comes back: the path now names a real file.
-    std::fs::remove_file(&path).unwrap();
-    std::fs::write(&path, "").unwrap();
+    // Space comes back: the path now names a real file. One rename swaps it in, so the
+    // writer (retrying every 20 ms) never finds the path missing and creates a file of its
+    // own that a second step would then truncate under it: removing the link and writing a
+    // new file took two steps, and a writer retry between them lost both lines.
+    let fresh = dir.path().join("fresh");
+    std::fs::write(&fresh, "").unwrap();
+    std::fs::rename(&fresh, &path).unwrap();
     wait_until(|| log.writable());
     assert!(log.flush(WAIT));
     let got = lines(&path);
-    assert_eq!(got.len(), 2);
+    let seqs: Vec<_> = got.iter().map(|l| l["seq"].as_u64().unwrap()).collect();
+    assert_eq!(seqs, [1, 2]);
+    assert_eq!((log.written(), log.lost()), (2, 0));
     verify(&[&path]).unwrap();
 }
 
