@@ -276,9 +276,25 @@ impl DecisionLog {
     /// Queue one line. Never blocks. In fail-closed mode an error means: refuse the request (the
     /// line is still written later if it could be queued); otherwise losses are only counted.
     pub fn record(&self, record: DecisionRecord) -> Result<(), DecisionLogError> {
+        self.record_as(record, None)
+    }
+
+    /// As [`DecisionLog::record`], for the line of a request about to be answered: when
+    /// fail-closed mode refuses it (the log cannot be written now), the line carries
+    /// `refused_as`, the error the front door answers instead. Whether the log is writable is
+    /// read once, before the line is queued, so the line and the answer always agree.
+    pub fn record_as(
+        &self,
+        mut record: DecisionRecord,
+        refused_as: Option<&str>,
+    ) -> Result<(), DecisionLogError> {
+        let refused = self.fail_closed && !self.writable();
+        if refused && let Some(name) = refused_as {
+            record.error_name = Some(name.to_owned());
+        }
         let outcome = match self.sender.try_send(Message::Record(Box::new(record))) {
-            Ok(()) if self.writable() => Ok(()),
-            Ok(()) => Err(DecisionLogError::Unwritable),
+            Ok(()) if refused => Err(DecisionLogError::Unwritable),
+            Ok(()) => Ok(()),
             Err(TrySendError::Full(_)) => {
                 let lost = self.health.lost.fetch_add(1, Ordering::Relaxed) + 1;
                 if lost.is_power_of_two() || lost.is_multiple_of(1000) {
