@@ -128,6 +128,11 @@ pub(super) struct RawDecisionLog {
     pub(super) fail_closed: Option<bool>,
     pub(super) rotate_bytes: Option<u64>,
     pub(super) rotate_interval_secs: Option<u64>,
+    pub(super) queue_lines: Option<u64>,
+    pub(super) min_free_bytes: Option<u64>,
+    pub(super) min_free_percent: Option<u64>,
+    pub(super) min_free_inodes: Option<u64>,
+    pub(super) reserved_bytes: Option<u64>,
     pub(super) upload: Option<crate::policy::decision_log::settings::UploadToml>,
     pub(super) digest: Option<crate::policy::decision_log::settings::DigestToml>,
 }
