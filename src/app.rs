@@ -12,7 +12,7 @@ use crate::health::HealthMonitor;
 use crate::keys::KeyBackend;
 use crate::keys::software::SoftwareBackend;
 use crate::metrics::backend::MeteredBackend;
-use crate::metrics::{CredentialRecord, DigestTotals, Metrics, UploadTotals};
+use crate::metrics::{CredentialRecord, DigestTotals, Metrics, SpaceTotals, UploadTotals};
 use crate::policy::decision_log::settings::DigestKey;
 use crate::policy::decision_log::{DecisionLog, DecisionLogConfig, DigestConfig};
 use crate::policy::{Authorizer, PolicyEngine, PolicySet};
@@ -137,6 +137,15 @@ impl App {
                 counters.enabled.set(1);
                 counters.fail_closed.set(i64::from(log.fail_closed()));
                 counters.writable.set(i64::from(log.writable()));
+                let space = log.space();
+                counters.set_space(SpaceTotals {
+                    free_bytes: space.free_bytes,
+                    size_bytes: space.total_bytes,
+                    free_inodes: space.free_inodes,
+                    threshold_bytes: space.threshold_bytes,
+                    low_space: space.space as u8,
+                    early_retention: space.early_retention_requests,
+                });
                 let judged = stats.allowed + stats.denied + stats.errors;
                 let pending = judged.saturating_sub(written + lost);
                 counters.pending.set(saturating_i64(pending));
@@ -325,6 +334,8 @@ fn open_decision_log(
     c.fail_closed = s.fail_closed;
     c.rotate_bytes = s.rotate_bytes;
     c.rotate_interval = s.rotate_interval;
+    c.queue_capacity = s.queue_lines;
+    c.space = s.space;
     c.upload = s.upload.clone();
     if let Some(m) = &s.mask {
         let masking = crate::policy::decision_log::mask::Masking::new(m)

@@ -315,7 +315,7 @@ impl Door {
 /// fail-closed mode becomes a refusal.
 fn close<T>(judgement: Judgement, result: Result<T, KmsError>) -> Result<T, KmsError> {
     let error_name = result.as_ref().err().map(KmsError::name);
-    match judgement.record(error_name) {
+    match judgement.record_or(error_name, log_unavailable().name()) {
         Ok(()) => result,
         Err(_) => Err(log_unavailable()),
     }

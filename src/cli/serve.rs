@@ -142,15 +142,7 @@ pub(super) fn serve(args: ServeArgs) -> ExitCode {
         match &mut config.decision_log {
             Some(log) => log.path = path,
             None => {
-                config.decision_log = Some(crate::config::DecisionLogSettings {
-                    path,
-                    fail_closed: false,
-                    rotate_bytes: None,
-                    rotate_interval: None,
-                    upload: None,
-                    digest: None,
-                    mask: None,
-                });
+                config.decision_log = Some(crate::config::DecisionLogSettings::at(path));
             }
         }
     }
@@ -165,15 +157,9 @@ pub(super) fn serve(args: ServeArgs) -> ExitCode {
     }
     if args.dev && config.decision_log.is_none() {
         // A dev dir made before the dev config had a [decision_log] table.
-        config.decision_log = Some(crate::config::DecisionLogSettings {
-            path: args.data_dir.join(crate::dev::DECISION_LOG),
-            fail_closed: false,
-            rotate_bytes: None,
-            rotate_interval: None,
-            upload: None,
-            digest: None,
-            mask: None,
-        });
+        config.decision_log = Some(crate::config::DecisionLogSettings::at(
+            args.data_dir.join(crate::dev::DECISION_LOG),
+        ));
     }
     let dev_ca = match apply_tls(&mut config, args.tls, args.dev.then_some(&args.data_dir)) {
         Ok(ca) => ca,

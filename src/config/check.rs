@@ -16,9 +16,12 @@ use super::checked::{
 use super::raw::{RawBackend, RawConfig, RawDecisionLog, RawLimits, RawPolicy, RawServer};
 use crate::keys::valid_key_id;
 use crate::policy::decision_log::settings::DigestKey;
+use crate::policy::decision_log::{DEFAULT_QUEUE_LINES, SpaceLimits};
 
 pub use keystores::{MAX_PREFIX_LEN, check_prefix};
 
+/// Most `decision_log.queue_lines`: each waiting line holds about 1 KiB of memory.
+pub const MAX_QUEUE_LINES: u64 = 262_144;
 /// The spec's minimum plaintext/ciphertext size a proxy must support.
 pub const SPEC_MIN_PLAINTEXT: usize = 4300;
 /// The spec's minimum AAD size a proxy must support.
@@ -282,6 +285,31 @@ impl Checker {
         }
     }
 
+    /// The free-space thresholds: 0 turns one off; the reserve must sit below the low-space
+    /// threshold, so that the warning and early retention come before any refusal.
+    fn space_limits(&mut self, raw: &RawDecisionLog) -> SpaceLimits {
+        let d = SpaceLimits::default();
+        let percent = raw.min_free_percent.unwrap_or(d.min_free_percent.into());
+        if percent > 50 {
+            self.problems
+                .push("decision_log.min_free_percent must be between 0 and 50".into());
+        }
+        let limits = SpaceLimits {
+            min_free_bytes: raw.min_free_bytes.unwrap_or(d.min_free_bytes),
+            min_free_percent: u8::try_from(percent.min(50)).unwrap_or(50),
+            min_free_inodes: raw.min_free_inodes.unwrap_or(d.min_free_inodes),
+            reserved_bytes: raw.reserved_bytes.unwrap_or(d.reserved_bytes),
+        };
+        if limits.reserved_bytes > 0 && limits.reserved_bytes >= limits.min_free_bytes {
+            self.problems.push(format!(
+                "decision_log.reserved_bytes ({}) must be below decision_log.min_free_bytes ({}): \
+                 the low-space warning and early retention come before requests are refused",
+                limits.reserved_bytes, limits.min_free_bytes
+            ));
+        }
+        limits
+    }
+
     fn decision_log(
         &mut self,
         raw: Option<RawDecisionLog>,
@@ -289,6 +317,7 @@ impl Checker {
         backend: &BackendKind,
     ) -> Option<DecisionLogSettings> {
         let raw = raw?;
+        let space = self.space_limits(&raw);
         let upload = raw
             .upload
             .and_then(|u| match u.check(base, &mut self.warnings) {
@@ -331,11 +360,19 @@ impl Checker {
             self.problems
                 .push("decision_log.rotate_interval_secs must be at least 1".into());
         }
+        let queue_lines = raw.queue_lines.unwrap_or(DEFAULT_QUEUE_LINES as u64);
+        if !(1..=MAX_QUEUE_LINES).contains(&queue_lines) {
+            self.problems.push(format!(
+                "decision_log.queue_lines must be between 1 and {MAX_QUEUE_LINES}"
+            ));
+        }
         Some(DecisionLogSettings {
             path: base.join(raw.path),
             fail_closed: raw.fail_closed.unwrap_or(false),
             rotate_bytes: raw.rotate_bytes,
             rotate_interval: raw.rotate_interval_secs.map(Duration::from_secs),
+            queue_lines: usize::try_from(queue_lines).unwrap_or(DEFAULT_QUEUE_LINES),
+            space,
             upload,
             digest,
             mask,

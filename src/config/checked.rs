@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
 use crate::credentials::{AccessKeyId, Secret};
+use crate::policy::decision_log::SpaceLimits;
 use crate::policy::decision_log::settings::{DigestSettings, UploadSettings};
 use crate::server::tls::TlsSettings;
 use crate::shed::RateLimit;
@@ -157,12 +158,34 @@ pub struct DecisionLogSettings {
     pub fail_closed: bool,
     pub rotate_bytes: Option<u64>,
     pub rotate_interval: Option<Duration>,
+    /// Lines that may wait for the writer (`queue_lines`).
+    pub queue_lines: usize,
+    /// Free-space thresholds of the log's filesystem (`min_free_bytes`, `min_free_percent`,
+    /// `min_free_inodes`, `reserved_bytes`).
+    pub space: SpaceLimits,
     /// `[decision_log.upload]`: ship events to an OPA decision-log collector.
     pub upload: Option<UploadSettings>,
     /// `[decision_log.digest]`: signed digests.
     pub digest: Option<DigestSettings>,
     /// `[decision_log.mask]`: members erased or HMAC'd before a line is written.
     pub mask: Option<crate::policy::decision_log::mask::MaskSettings>,
+}
+
+impl DecisionLogSettings {
+    /// A log at `path` with every default (no `[decision_log]` table: `--decision-log`).
+    pub fn at(path: PathBuf) -> Self {
+        Self {
+            path,
+            fail_closed: false,
+            rotate_bytes: None,
+            rotate_interval: None,
+            queue_lines: crate::policy::decision_log::DEFAULT_QUEUE_LINES,
+            space: SpaceLimits::default(),
+            upload: None,
+            digest: None,
+            mask: None,
+        }
+    }
 }
 
 impl Config {

@@ -345,3 +345,58 @@ fn every_kms_v2_problem_is_reported_at_once() {
     let long = format!("[kms_v2]\nsocket = \"/{}\"\nkey = \"k\"\n", "s".repeat(100));
     assert!(parse(&long).unwrap_err().problems[0].contains("too long"));
 }
+
+#[test]
+fn disk_pressure_settings_default_and_report_every_problem() {
+    let with = |lines: &str| format!("{GOOD}\n[decision_log]\npath = \"d.log\"\n{lines}\n");
+    let d = parse(&with("")).unwrap().decision_log.unwrap();
+    assert_eq!(d.space, crate::policy::decision_log::SpaceLimits::default());
+    assert_eq!(
+        (d.space.min_free_bytes, d.space.min_free_percent),
+        (256 * 1024 * 1024, 5)
+    );
+    assert_eq!((d.space.min_free_inodes, d.space.reserved_bytes), (1000, 0));
+    assert_eq!(d.queue_lines, 8192);
+    let d = parse(&with(
+        "min_free_bytes = 4096\nmin_free_percent = 0\nmin_free_inodes = 0\n\
+         reserved_bytes = 1024\nqueue_lines = 4",
+    ))
+    .unwrap()
+    .decision_log
+    .unwrap();
+    assert_eq!(
+        d.space,
+        crate::policy::decision_log::SpaceLimits {
+            min_free_bytes: 4096,
+            min_free_percent: 0,
+            min_free_inodes: 0,
+            reserved_bytes: 1024,
+        }
+    );
+    assert_eq!(d.queue_lines, 4);
+    // Every problem at once.
+    let problems = parse(&with(
+        "min_free_bytes = 1024\nmin_free_percent = 51\nreserved_bytes = 1024\nqueue_lines = 0",
+    ))
+    .unwrap_err()
+    .problems;
+    let all = problems.join("\n");
+    assert_eq!(problems.len(), 3, "{all}");
+    assert!(
+        all.contains("min_free_percent must be between 0 and 50"),
+        "{all}"
+    );
+    assert!(all.contains("reserved_bytes (1024) must be below"), "{all}");
+    assert!(
+        all.contains("queue_lines must be between 1 and 262144"),
+        "{all}"
+    );
+    assert!(
+        parse(&with("min_free_megabytes = 1"))
+            .unwrap_err()
+            .problems
+            .join("\n")
+            .contains("min_free_megabytes"),
+        "unknown keys are refused"
+    );
+}

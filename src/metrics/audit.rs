@@ -1,6 +1,6 @@
 //! The decision log's metrics: lines written and lost, its head, whether a log is configured,
 //! fail-closed and writable, the requests refused because their line could not be written,
-//! and the lines judged but not yet on disk. The rules in `deploy/prometheus/` build the
+//! the lines judged but not yet on disk, and the free space of the log's filesystem. The rules in `deploy/prometheus/` build the
 //! audit coverage (lines written / judged requests) and the audit alerts from them. Also the
 //! uploader to an OPA collector (events uploaded, failed uploads, events dropped, buffer
 //! bytes, how far shipped, whether it is failing) and the signed digests (written, failed,
@@ -36,6 +36,8 @@ pub struct DecisionLogCounters {
     /// Judged requests whose line is not yet written or counted lost: requests still being
     /// served, and lines queued for the writer (the log's lag, in lines).
     pub pending: Gauge,
+    /// The free space of the log's filesystem.
+    pub space: SpaceGauges,
     /// Shipping to the collector.
     pub upload: UploadCounters,
     /// Signed digests.
@@ -54,12 +56,37 @@ impl Default for DecisionLogCounters {
             write_errors: Counter::default(),
             refusals: Counter::default(),
             pending: Gauge::default(),
+            space: SpaceGauges::default(),
             upload: UploadCounters::default(),
             digests: DigestCounters::default(),
         };
         counters.writable.set(1);
         counters
     }
+}
+
+/// The decision log's filesystem, as the writer last found it.
+#[derive(Debug, Clone, Default)]
+pub struct SpaceGauges {
+    pub free_bytes: Gauge,
+    pub size_bytes: Gauge,
+    pub free_inodes: Gauge,
+    /// Free bytes below which space is low (the larger of min_free_bytes and min_free_percent).
+    pub threshold_bytes: Gauge,
+    /// 0 ample, 1 low, 2 below reserved_bytes (the log is not written).
+    pub low_space: Gauge,
+    pub early_retention: Counter,
+}
+
+/// The filesystem's figures, as the log keeps them.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SpaceTotals {
+    pub free_bytes: u64,
+    pub size_bytes: u64,
+    pub free_inodes: u64,
+    pub threshold_bytes: u64,
+    pub low_space: u8,
+    pub early_retention: u64,
 }
 
 /// The uploader's metrics.
@@ -119,6 +146,19 @@ impl DecisionLogCounters {
             .inner()
             .store(write_errors, Ordering::Relaxed);
         self.refusals.inner().store(refusals, Ordering::Relaxed);
+    }
+
+    /// Sets the filesystem's figures.
+    pub fn set_space(&self, t: SpaceTotals) {
+        let s = &self.space;
+        s.free_bytes.set(gauge(t.free_bytes));
+        s.size_bytes.set(gauge(t.size_bytes));
+        s.free_inodes.set(gauge(t.free_inodes));
+        s.threshold_bytes.set(gauge(t.threshold_bytes));
+        s.low_space.set(i64::from(t.low_space));
+        s.early_retention
+            .inner()
+            .store(t.early_retention, Ordering::Relaxed);
     }
 
     /// Sets the uploader's totals.
@@ -187,6 +227,37 @@ impl DecisionLogCounters {
             "decision_log_lines_pending",
             "Judged requests whose decision line is not yet written or counted lost (requests being served, lines queued for the writer)",
             self.pending.clone(),
+        );
+        let s = &self.space;
+        r.register(
+            "decision_log_free_bytes",
+            "Bytes free (to keygate) on the decision log's filesystem, as the writer last found them",
+            s.free_bytes.clone(),
+        );
+        r.register(
+            "decision_log_filesystem_size_bytes",
+            "Size of the decision log's filesystem",
+            s.size_bytes.clone(),
+        );
+        r.register(
+            "decision_log_free_inodes",
+            "Inodes free on the decision log's filesystem (0 where it does not count them)",
+            s.free_inodes.clone(),
+        );
+        r.register(
+            "decision_log_low_space_threshold_bytes",
+            "Free bytes below which the decision log's space is low (min_free_bytes, or min_free_percent of the filesystem if larger)",
+            s.threshold_bytes.clone(),
+        );
+        r.register(
+            "decision_log_low_space",
+            "0: space ample; 1: below a min_free_* threshold (warned, early retention); 2: below reserved_bytes (the log is not written; fail_closed refuses)",
+            s.low_space.clone(),
+        );
+        r.register(
+            "decision_log_early_retention_requests",
+            "Times early retention was asked for because the decision log's space was low or a write failed for want of space",
+            s.early_retention.clone(),
         );
         let u = &self.upload;
         r.register(

@@ -168,15 +168,30 @@ impl Judgement {
     /// the error's name (the XKS errorName, the gRPC status). `Err` means a success must be
     /// turned into a refusal: its line cannot be written and the log is fail-closed.
     pub fn record(mut self, error_name: Option<&str>) -> Result<(), LogRefused> {
-        self.write(error_name)
+        self.write(error_name, None)
     }
 
-    fn write(&mut self, error_name: Option<&str>) -> Result<(), LogRefused> {
+    /// As [`Judgement::record`], naming the error the front door answers when the log
+    /// refuses a success: the line then carries `refused_as`, so it says what the caller got.
+    pub fn record_or(
+        mut self,
+        error_name: Option<&str>,
+        refused_as: &str,
+    ) -> Result<(), LogRefused> {
+        self.write(error_name, Some(refused_as))
+    }
+
+    fn write(
+        &mut self,
+        error_name: Option<&str>,
+        refused_as: Option<&str>,
+    ) -> Result<(), LogRefused> {
         let (Some(mut record), Some(log)) = (self.record.take(), self.log.as_ref()) else {
             return Ok(());
         };
         record.error_name = error_name.map(str::to_owned);
-        match log.record(record) {
+        let refused_as = refused_as.filter(|_| error_name.is_none());
+        match log.record_as(record, refused_as) {
             Err(e) if error_name.is_none() => {
                 self.stats.count_log_refusal();
                 tracing::error!(error = %e, "decision log refused the line; request refused (fail_closed)");
@@ -190,7 +205,7 @@ impl Judgement {
 impl Drop for Judgement {
     fn drop(&mut self) {
         if self.record.is_some() {
-            let _ = self.write(Some(ABANDONED));
+            let _ = self.write(Some(ABANDONED), None);
         }
     }
 }
@@ -285,13 +300,15 @@ mod tests {
         let log = a.decision_log().unwrap().clone();
         let md = serde_json::Map::new();
         a.judge(&input("ALICE", &md)).record(None).unwrap();
+        // On disk before the directory goes (with it).
+        assert!(log.flush(Duration::from_secs(5)));
         // Judged while the log was fine, answered after it broke.
         let in_flight = a.judge(&input("ALICE", &md));
         std::fs::remove_dir_all(&logs).unwrap();
         a.judge(&input("ALICE", &md)).record(Some("X")).unwrap();
         assert!(log.flush(Duration::from_secs(5)));
         assert!(!log.writable());
-        assert!(in_flight.record(None).is_err());
+        assert!(in_flight.record_or(None, "Refused").is_err());
         assert_eq!(
             a.judge(&input("ALICE", &md)).verdict(),
             &Verdict::LogUnavailable
@@ -299,5 +316,20 @@ mod tests {
         assert!(a.stats().snapshot().log_refusals >= 2);
         std::fs::create_dir(&logs).unwrap();
         assert!(a.close(Duration::from_secs(5)));
+        // The refused request's line says it was refused, as its caller was told.
+        let names: Vec<serde_json::Value> = lines(&logs.join("d.log"))
+            .iter()
+            .map(|l| l["error_name"].clone())
+            .collect();
+        // (The judgement dropped unrecorded above is the third.)
+        assert_eq!(
+            names,
+            [
+                serde_json::Value::from("X"),
+                "Refused".into(),
+                ABANDONED.into()
+            ],
+            "{names:?}"
+        );
     }
 }

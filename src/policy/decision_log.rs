@@ -4,7 +4,9 @@
 //! Requests hand their record to a bounded queue and never wait for the disk; a writer thread
 //! seals and appends the lines, rotates files, and notices when the file cannot be written. A full
 //! queue loses the line, counted and logged. In `fail_closed` mode [`DecisionLog::record`] returns
-//! an error whenever the line may not reach the disk, so the request can be refused.
+//! an error whenever the line may not reach the disk, so the request can be refused. The writer
+//! also watches the free space of the log's filesystem (see [`space`]): low space is warned
+//! about and triggers early retention before any request is refused.
 //!
 //! ```text
 //! decision_log/line.rs     the event (OPA's EventV1 members and keygate's)
@@ -12,6 +14,8 @@
 //! decision_log/chain.rs    the hash chain and its verifier
 //! decision_log/writer.rs   the writer thread: seal, append, rotate, checkpoints, digest feed
 //! decision_log/files.rs    the files on disk: open, rotated names, resume, first/last lines
+//! decision_log/space.rs    free space on the log's filesystem: thresholds, looks, gauges
+//! decision_log/writer/pressure.rs  the writer's answer to low and exhausted space
 //! decision_log/digest/     signed digests: format, the writer's feed, the notary thread, verify
 //! decision_log/upload/     shipping to an OPA decision-log collector (its own thread)
 //! decision_log/progress.rs shipped and digested: has this file been settled?
@@ -25,6 +29,7 @@ mod line;
 pub mod mask;
 mod progress;
 pub mod settings;
+pub mod space;
 mod upload;
 mod writer;
 
@@ -37,6 +42,10 @@ use std::time::{Duration, Instant, SystemTime};
 pub use digest::DigestConfig;
 pub use line::{DECISION_PATH, DecisionRecord, EvalError, Requester};
 pub use progress::{DigestStats, Settled, UploadStats};
+pub use space::{Space, SpaceLimits, SpaceStatus};
+
+/// Default number of lines that may wait for the writer.
+pub const DEFAULT_QUEUE_LINES: usize = 8192;
 
 /// Settings of the decision log.
 #[derive(Debug, Clone)]
@@ -51,8 +60,11 @@ pub struct DecisionLogConfig {
     pub rotate_interval: Option<Duration>,
     /// `labels.id`: this instance's id.
     pub instance_id: String,
-    /// Records that may wait for the writer.
+    /// Records that may wait for the writer (in its queue, and again while the log cannot be
+    /// written).
     pub queue_capacity: usize,
+    /// Free-space thresholds of the log's filesystem.
+    pub space: SpaceLimits,
     /// How often a failed log is retried.
     pub retry_interval: Duration,
     /// Most time between two `decision log checkpoint` lines in keygate's own log (one is
@@ -67,7 +79,8 @@ pub struct DecisionLogConfig {
 }
 
 impl DecisionLogConfig {
-    /// Defaults for `path`: no rotation, fail open, 8192 queued lines, retry every second.
+    /// Defaults for `path`: no rotation, fail open, 8192 queued lines, retry every second, the
+    /// default free-space thresholds.
     pub fn new(path: PathBuf) -> Self {
         Self {
             path,
@@ -75,7 +88,8 @@ impl DecisionLogConfig {
             rotate_bytes: None,
             rotate_interval: None,
             instance_id: uuid::Uuid::new_v4().to_string(),
-            queue_capacity: 8192,
+            queue_capacity: DEFAULT_QUEUE_LINES,
+            space: SpaceLimits::default(),
             retry_interval: Duration::from_secs(1),
             checkpoint_interval: Duration::from_secs(60),
             digest: None,
@@ -116,6 +130,8 @@ pub(crate) struct Health {
     written: AtomicU64,
     lost: AtomicU64,
     write_errors: AtomicU64,
+    /// The writer's last look at the free space.
+    space: space::SpaceGauges,
 }
 
 /// Messages to the writer thread.
@@ -155,6 +171,7 @@ impl DecisionLog {
             written: AtomicU64::new(0),
             lost: AtomicU64::new(0),
             write_errors: AtomicU64::new(0),
+            space: space::SpaceGauges::default(),
         });
         let (sender, receiver) = mpsc::sync_channel(config.queue_capacity.max(1));
         let fail_closed = config.fail_closed;
@@ -290,9 +307,25 @@ impl DecisionLog {
     /// Queue one line. Never blocks. In fail-closed mode an error means: refuse the request (the
     /// line is still written later if it could be queued); otherwise losses are only counted.
     pub fn record(&self, record: DecisionRecord) -> Result<(), DecisionLogError> {
+        self.record_as(record, None)
+    }
+
+    /// As [`DecisionLog::record`], for the line of a request about to be answered: when
+    /// fail-closed mode refuses it (the log cannot be written now), the line carries
+    /// `refused_as`, the error the front door answers instead. Whether the log is writable is
+    /// read once, before the line is queued, so the line and the answer always agree.
+    pub fn record_as(
+        &self,
+        mut record: DecisionRecord,
+        refused_as: Option<&str>,
+    ) -> Result<(), DecisionLogError> {
+        let refused = self.fail_closed && !self.writable();
+        if refused && let Some(name) = refused_as {
+            record.error_name = Some(name.to_owned());
+        }
         let outcome = match self.sender.try_send(Message::Record(Box::new(record))) {
-            Ok(()) if self.writable() => Ok(()),
-            Ok(()) => Err(DecisionLogError::Unwritable),
+            Ok(()) if refused => Err(DecisionLogError::Unwritable),
+            Ok(()) => Ok(()),
             Err(TrySendError::Full(_)) => {
                 let lost = self.health.lost.fetch_add(1, Ordering::Relaxed) + 1;
                 if lost.is_power_of_two() || lost.is_multiple_of(1000) {
@@ -343,6 +376,11 @@ impl DecisionLog {
     /// Failed write or reopen attempts.
     pub fn write_errors(&self) -> u64 {
         self.health.write_errors.load(Ordering::Relaxed)
+    }
+
+    /// The free space the writer last found on the log's filesystem, and where it stands.
+    pub fn space(&self) -> SpaceStatus {
+        self.health.space.status()
     }
 }
 

@@ -68,7 +68,7 @@ fn refusal(verdict: &Verdict) -> Result<(), XksError> {
 /// fail-closed mode becomes a refusal.
 pub(super) fn close<T>(judgement: Judgement, result: Result<T, XksError>) -> Result<T, XksError> {
     let error_name = result.as_ref().err().map(XksError::name);
-    match judgement.record(error_name) {
+    match judgement.record_or(error_name, log_unavailable().name()) {
         Ok(()) => result,
         Err(_) => Err(log_unavailable()),
     }

@@ -294,14 +294,73 @@ fn fail_closed_refuses_on_a_full_disk_and_recovers() {
     assert!(log.flush(WAIT));
     assert!(!log.writable());
     assert!(log.record(record(2)).is_err());
-    // Space comes back: the path now names a real file.
-    std::fs::remove_file(&path).unwrap();
-    std::fs::write(&path, "").unwrap();
+    // Space comes back: the path now names a real file. One rename swaps it in, so the
+    // writer (retrying every 20 ms) never finds the path missing and creates a file of its
+    // own that a second step would then truncate under it: removing the link and writing a
+    // new file took two steps, and a writer retry between them lost both lines.
+    let fresh = dir.path().join("fresh");
+    std::fs::write(&fresh, "").unwrap();
+    std::fs::rename(&fresh, &path).unwrap();
     wait_until(|| log.writable());
     assert!(log.flush(WAIT));
     let got = lines(&path);
-    assert_eq!(got.len(), 2);
+    let seqs: Vec<_> = got.iter().map(|l| l["seq"].as_u64().unwrap()).collect();
+    assert_eq!(seqs, [1, 2]);
+    assert_eq!((log.written(), log.lost()), (2, 0));
     verify(&[&path]).unwrap();
+}
+
+#[test]
+fn below_the_reserve_nothing_is_written_and_fail_closed_refuses() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("decisions.log");
+    let mut c = config(&path);
+    c.fail_closed = true;
+    // No filesystem has u64::MAX - 1 bytes free: the log is below its reserve from the start.
+    c.space = SpaceLimits {
+        min_free_bytes: u64::MAX,
+        min_free_percent: 0,
+        min_free_inodes: 0,
+        reserved_bytes: u64::MAX - 1,
+    };
+    let log = DecisionLog::open(c).unwrap();
+    let space = log.space();
+    assert_eq!(space.space, Space::Exhausted);
+    assert!(space.total_bytes > 0 && space.free_bytes <= space.total_bytes);
+    assert!(space.early_retention_requests >= 1);
+    assert!(!log.writable());
+    assert!(log.refuses_requests());
+    assert!(matches!(
+        log.record(record(1)),
+        Err(DecisionLogError::Unwritable)
+    ));
+    assert!(log.flush(WAIT));
+    // The line waits in memory; nothing reached the file.
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), "");
+    assert_eq!((log.written(), log.lost()), (0, 0));
+    // At shutdown the waiting line goes into the reserve rather than being lost.
+    assert!(log.close(WAIT));
+    assert_eq!(lines(&path).len(), 1);
+    assert_eq!((log.written(), log.lost()), (1, 0));
+}
+
+#[test]
+fn low_space_warns_but_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("decisions.log");
+    let mut c = config(&path);
+    c.fail_closed = true;
+    c.space = SpaceLimits {
+        min_free_bytes: u64::MAX,
+        ..SpaceLimits::default()
+    };
+    let log = DecisionLog::open(c).unwrap();
+    assert_eq!(log.space().space, Space::Low);
+    assert_eq!(log.space().early_retention_requests, 1);
+    log.record(record(1)).unwrap();
+    assert!(log.flush(WAIT));
+    assert!(log.writable() && !log.refuses_requests());
+    assert_eq!(lines(&path).len(), 1);
 }
 
 #[test]

@@ -2,7 +2,8 @@
 //! and keeps retrying (with the lines kept in memory, up to a bound) while the file cannot be
 //! written, so the log recovers by itself. With digests configured it also keeps the digest
 //! feed (the SHA-256 of what it wrote) and asks the notary for a digest at start, every
-//! interval, at rotation and at shutdown.
+//! interval, at rotation and at shutdown. It watches the free space of the log's filesystem
+//! (see [`super::space`] and `writer/pressure.rs`).
 
 use std::collections::VecDeque;
 use std::fs::File;
@@ -17,6 +18,7 @@ use super::chain;
 use super::digest::{Feed, Job, Reason};
 use super::files::{open_file, resume, rotated_name};
 use super::line::{self, Position};
+use super::space::SpaceWatch;
 use super::{DecisionLogConfig, DecisionLogError, DecisionRecord, Health, Message};
 /// Longest wait between two checks of the rotation clock.
 const TICK: Duration = Duration::from_secs(1);
@@ -25,6 +27,8 @@ const TICK: Duration = Duration::from_secs(1);
 /// one write per batch instead of one per line (at 10,000 lines/s, per-line wake-ups cost
 /// more CPU than sealing the lines). A line reaches the file at most this much later.
 const LINGER: Duration = Duration::from_millis(2);
+
+mod pressure;
 
 /// Open the log, resume its chain, and start the thread.
 pub(super) fn spawn(
@@ -72,6 +76,12 @@ struct Writer {
     checkpointed: (Instant, u64),
     /// What the next digest says (`None`: no digests configured).
     feed: Option<Feed>,
+    /// Free space on the log's filesystem.
+    space: SpaceWatch,
+    /// When early retention was last asked for.
+    retention_asked: Option<Instant>,
+    /// Shutting down: the lines still waiting may use the reserve.
+    closing: bool,
 }
 
 /// A run of pending lines sealed for one append.
@@ -102,6 +112,9 @@ impl Writer {
             _ => None,
         };
         let mut writer = Self {
+            space: SpaceWatch::new(&config.path, config.space),
+            retention_asked: None,
+            closing: false,
             health,
             file: Some((file, id)),
             size,
@@ -115,6 +128,8 @@ impl Writer {
             config,
         };
         writer.publish_head();
+        // The first look: a log that starts short of space says so at once.
+        writer.watch_space();
         // The head found at start: lines cut off while keygate was stopped show against the
         // last checkpoint before the stop.
         writer.checkpoint(CheckpointAt::Start);
@@ -200,6 +215,7 @@ impl Writer {
                 let _ = ack.send(());
                 return;
             }
+            self.watch_space();
             let wrote = self.write_pending();
             if self.checkpointed.0.elapsed() >= self.config.checkpoint_interval {
                 self.checkpoint(CheckpointAt::Interval);
@@ -221,6 +237,7 @@ impl Writer {
     /// counted lost), the shutdown checkpoint, and the shutdown digest (handed to the notary,
     /// which the writer then releases so it stops once it has written it).
     fn finish(&mut self) {
+        self.closing = true;
         self.write_pending();
         if !self.pending.is_empty() {
             std::thread::sleep(self.config.retry_interval.min(TICK));
@@ -249,7 +266,10 @@ impl Writer {
                 if self.pending.len() > self.config.queue_capacity {
                     self.pending.pop_front();
                     let lost = self.health.lost.fetch_add(1, Ordering::Relaxed) + 1;
-                    tracing::warn!(lost, "decision log unwritable for too long: line lost");
+                    // Counted each; logged at 1, 2, 4, 8... and every 1000th, not per line.
+                    if lost.is_power_of_two() || lost.is_multiple_of(1000) {
+                        tracing::warn!(lost, "decision log unwritable for too long: line lost");
+                    }
                 }
             }
             Message::Flush(ack) => acks.push(ack),
@@ -261,7 +281,8 @@ impl Writer {
     /// number of lines written.
     fn write_pending(&mut self) -> usize {
         let mut written = 0;
-        if !self.ensure_file() {
+        // Below `reserved_bytes` the log counts as full: nothing is written.
+        if self.held_back() || !self.ensure_file() {
             return written;
         }
         if self.rotation_due(0) {
@@ -296,9 +317,16 @@ impl Writer {
                         .fetch_add(count as u64, Ordering::Relaxed);
                     self.set_writable(true, None);
                     written += count;
+                    self.space.wrote(text.len() as u64);
+                    // Looks again only when these bytes may have crossed a threshold.
+                    self.watch_space();
+                    if self.held_back() {
+                        return written;
+                    }
                 }
                 Err(e) => {
                     self.set_writable(false, Some(&e));
+                    self.write_failed(&e);
                     return written;
                 }
             }

@@ -303,9 +303,11 @@ async fn fail_closed_log_refuses_requests_but_not_health() {
     assert_eq!(metric(&m, "keygate_decision_log_fail_closed"), 1.0);
     assert!(metric(&m, "keygate_decision_log_refusals_total") >= 1.0);
     assert!(metric(&m, "keygate_decision_log_write_errors_total") >= 1.0);
-    // Space comes back: requests flow again without a restart.
-    std::fs::remove_file(&log).unwrap();
-    std::fs::write(&log, "").unwrap();
+    // Space comes back: requests flow again without a restart. One rename swaps a real file
+    // in, so the writer never finds the path missing between two steps.
+    let fresh = root.path().join("fresh");
+    std::fs::write(&fresh, "").unwrap();
+    std::fs::rename(&fresh, &log).unwrap();
     wait_for(PATIENCE, "the decision log writable again", || {
         server.decision_log().writable()
     })

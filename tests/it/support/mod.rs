@@ -1,7 +1,7 @@
 //! What every test module shares: the fixture, the XKS client, the two ways to run keygate
 //! (`TestServer` in this process, `KeygateProcess` as the real binary), the SoftHSMv2
-//! and OpenBao harnesses, the TLS helpers, running one test in a process of its own, and waiting for a
-//! condition instead of sleeping a guessed time.
+//! and OpenBao harnesses, the TLS helpers, a size-limited tmpfs, running one test in a
+//! process of its own, and waiting for a condition instead of sleeping a guessed time.
 
 pub mod bao;
 pub mod client;
@@ -15,6 +15,7 @@ pub mod prometheus;
 pub mod server;
 pub mod softhsm;
 pub mod tls;
+pub mod tmpfs;
 
 use std::collections::HashMap;
 use std::fmt::Display;
