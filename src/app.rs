@@ -323,8 +323,9 @@ fn open_decision_log(
     };
     let mut c = DecisionLogConfig::new(s.path.clone());
     c.fail_closed = s.fail_closed;
-    c.rotate_bytes = s.rotate_bytes;
-    c.rotate_interval = s.rotate_interval;
+    c.rotate_bytes = s.rotate_bytes.or(c.rotate_bytes);
+    c.rotate_interval = s.rotate_interval.or(c.rotate_interval);
+    c.lifecycle = s.lifecycle;
     c.upload = s.upload.clone();
     if let Some(d) = &s.digest {
         let signer: Arc<dyn DigestSigner> = match (&d.key, token_signer) {

@@ -147,6 +147,7 @@ pub(super) fn serve(args: ServeArgs) -> ExitCode {
                     fail_closed: false,
                     rotate_bytes: None,
                     rotate_interval: None,
+                    lifecycle: Default::default(),
                     upload: None,
                     digest: None,
                 });
@@ -169,6 +170,7 @@ pub(super) fn serve(args: ServeArgs) -> ExitCode {
             fail_closed: false,
             rotate_bytes: None,
             rotate_interval: None,
+            lifecycle: Default::default(),
             upload: None,
             digest: None,
         });

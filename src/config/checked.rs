@@ -155,8 +155,12 @@ pub struct DecisionLogSettings {
     pub path: PathBuf,
     /// Refuse requests while the log cannot be written.
     pub fail_closed: bool,
+    /// `None`: the default ([`crate::policy::decision_log::DEFAULT_ROTATE_BYTES`]).
     pub rotate_bytes: Option<u64>,
+    /// `None`: the default ([`crate::policy::decision_log::DEFAULT_ROTATE_INTERVAL`]).
     pub rotate_interval: Option<Duration>,
+    /// `compression` and `[decision_log.retention]`.
+    pub lifecycle: crate::policy::decision_log::LifecycleConfig,
     /// `[decision_log.upload]`: ship events to an OPA decision-log collector.
     pub upload: Option<UploadSettings>,
     /// `[decision_log.digest]`: signed digests.

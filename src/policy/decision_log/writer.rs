@@ -15,9 +15,18 @@ use std::time::{Duration, Instant};
 
 use super::chain;
 use super::digest::{Feed, Job, Reason};
-use super::files::{open_file, resume, rotated_name};
+use super::files::{open_file, resume};
+use super::lifecycle::{LifecycleStats, Notice};
 use super::line::{self, Position};
+use super::retention::{self, Evidence};
+use super::segments::next_rotation;
 use super::{DecisionLogConfig, DecisionLogError, DecisionRecord, Health, Message};
+
+/// A line waiting to be written: a decision, or a retention record whose sender waits for it.
+enum Entry {
+    Decision(Box<DecisionRecord>),
+    Retention(Box<Evidence>, Sender<Result<u64, String>>),
+}
 /// Longest wait between two checks of the rotation clock.
 const TICK: Duration = Duration::from_secs(1);
 /// Pause after writing a batch, so lines arriving meanwhile are sealed and written together.
@@ -32,8 +41,9 @@ pub(super) fn spawn(
     receiver: Receiver<Message>,
     health: Arc<Health>,
     digests: Option<SyncSender<Job>>,
+    lifecycle: (Arc<Notice>, Arc<LifecycleStats>),
 ) -> Result<std::thread::JoinHandle<()>, DecisionLogError> {
-    let writer = Writer::open(config, health, digests)?;
+    let writer = Writer::open(config, health, digests, lifecycle)?;
     std::thread::Builder::new()
         .name("decision-log".into())
         .spawn(move || writer.run(&receiver))
@@ -67,11 +77,13 @@ struct Writer {
     seq: u64,
     last_hash: String,
     prev_file: Option<String>,
-    pending: VecDeque<Box<DecisionRecord>>,
+    pending: VecDeque<Entry>,
     /// The last `decision log checkpoint`: when, and at which seq.
     checkpointed: (Instant, u64),
     /// What the next digest says (`None`: no digests configured).
     feed: Option<Feed>,
+    /// Told of every rotation (compression and retention follow in the background).
+    lifecycle: (Arc<Notice>, Arc<LifecycleStats>),
 }
 
 /// A run of pending lines sealed for one append.
@@ -87,6 +99,7 @@ impl Writer {
         config: DecisionLogConfig,
         health: Arc<Health>,
         digests: Option<SyncSender<Job>>,
+        lifecycle: (Arc<Notice>, Arc<LifecycleStats>),
     ) -> Result<Self, DecisionLogError> {
         let open_err = |reason: String| DecisionLogError::Open {
             path: config.path.clone(),
@@ -113,6 +126,7 @@ impl Writer {
             checkpointed: (Instant::now(), 0),
             feed,
             config,
+            lifecycle,
         };
         writer.publish_head();
         // The head found at start: lines cut off while keygate was stopped show against the
@@ -227,7 +241,17 @@ impl Writer {
             self.write_pending();
         }
         if !self.pending.is_empty() {
-            let lost = self.pending.len() as u64;
+            let lost = self
+                .pending
+                .drain(..)
+                .filter(|e| match e {
+                    Entry::Decision(_) => true,
+                    Entry::Retention(_, ack) => {
+                        let _ = ack.send(Err("the log is closing".into()));
+                        false
+                    }
+                })
+                .count() as u64;
             self.health.lost.fetch_add(lost, Ordering::Relaxed);
             tracing::error!(lost, path = %self.config.path.display(), "decision log cannot be written at shutdown: lines lost");
             self.pending.clear();
@@ -245,12 +269,21 @@ impl Writer {
     ) {
         match message {
             Message::Record(record) => {
-                self.pending.push_back(record);
+                self.pending.push_back(Entry::Decision(record));
                 if self.pending.len() > self.config.queue_capacity {
-                    self.pending.pop_front();
-                    let lost = self.health.lost.fetch_add(1, Ordering::Relaxed) + 1;
-                    tracing::warn!(lost, "decision log unwritable for too long: line lost");
+                    match self.pending.pop_front() {
+                        Some(Entry::Retention(_, ack)) => {
+                            let _ = ack.send(Err("the log cannot be written".into()));
+                        }
+                        _ => {
+                            let lost = self.health.lost.fetch_add(1, Ordering::Relaxed) + 1;
+                            tracing::warn!(lost, "decision log unwritable for too long: line lost");
+                        }
+                    }
                 }
+            }
+            Message::Retention(evidence, ack) => {
+                self.pending.push_back(Entry::Retention(evidence, ack));
             }
             Message::Flush(ack) => acks.push(ack),
             Message::Close(ack) => *close = Some(ack),
@@ -283,10 +316,17 @@ impl Writer {
             };
             match self.append(text.as_bytes()) {
                 Ok(()) => {
+                    // Written; a retention line must also be on disk before its files go.
+                    let synced = self.sync_evidence(count).map_err(|e| e.to_string());
                     if let Some(feed) = self.feed.as_mut() {
                         feed.appended(text.as_bytes(), (first.0, &first.1), seq);
                     }
-                    self.pending.drain(..count);
+                    let first_seq = first.0;
+                    for (at, entry) in self.pending.drain(..count).enumerate() {
+                        if let Entry::Retention(_, ack) = entry {
+                            let _ = ack.send(synced.clone().map(|()| first_seq + at as u64));
+                        }
+                    }
                     self.seq = seq;
                     self.last_hash = hash;
                     self.prev_file = None;
@@ -313,13 +353,18 @@ impl Writer {
         let mut prev_file = self.prev_file.as_deref();
         let mut count = 0;
         let mut first = None;
-        for record in &self.pending {
+        for entry in &self.pending {
             let at = Position {
                 seq: seq + 1,
                 prev_hash: &hash,
                 prev_file,
             };
-            let body = line::body(record, &self.config.instance_id, &at);
+            let body = match entry {
+                Entry::Decision(record) => line::body(record, &self.config.instance_id, &at),
+                Entry::Retention(evidence, _) => {
+                    retention::body(evidence, &self.config.instance_id, &at)
+                }
+            };
             let (sealed, new_hash) = chain::seal(&hash, &body);
             let grown = batch.len() as u64 + sealed.len() as u64 + 1;
             if self.size + batch.len() as u64 > 0 && self.rotation_due(grown) {
@@ -355,7 +400,7 @@ impl Writer {
 
     /// Rename the current file to `FILE.<n>` and start a new one chained to it.
     fn rotate(&mut self) {
-        let target = rotated_name(&self.config.path);
+        let target = next_rotation(&self.config.path);
         self.file = None;
         if let Err(e) = std::fs::rename(&self.config.path, &target) {
             self.set_writable(false, Some(&e));
@@ -370,6 +415,21 @@ impl Writer {
         }
         self.ensure_file();
         self.digest(Reason::Rotation);
+        self.lifecycle.1.rotations.fetch_add(1, Ordering::Relaxed);
+        self.lifecycle.0.rotated();
+    }
+
+    /// A batch holding a retention line reaches the disk before its files may be removed.
+    fn sync_evidence(&mut self, count: usize) -> std::io::Result<()> {
+        let evidence = self
+            .pending
+            .iter()
+            .take(count)
+            .any(|e| matches!(e, Entry::Retention(..)));
+        match self.file.as_ref() {
+            Some((file, _)) if evidence => file.sync_data(),
+            _ => Ok(()),
+        }
     }
 
     /// Make sure `file` is open and still is the file at `path` (it may have been removed).
