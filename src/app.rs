@@ -12,7 +12,7 @@ use crate::health::HealthMonitor;
 use crate::keys::KeyBackend;
 use crate::keys::software::SoftwareBackend;
 use crate::metrics::backend::MeteredBackend;
-use crate::metrics::{CredentialRecord, DigestTotals, Metrics, UploadTotals};
+use crate::metrics::{CredentialRecord, DigestTotals, LifecycleTotals, Metrics, UploadTotals};
 use crate::policy::decision_log::settings::DigestKey;
 use crate::policy::decision_log::{DecisionLog, DecisionLogConfig, DigestConfig};
 use crate::policy::{Authorizer, PolicyEngine, PolicySet};
@@ -150,6 +150,15 @@ impl App {
                         failing: u.failing(),
                     });
                 }
+                let l = log.lifecycle_stats();
+                counters.set_lifecycle(LifecycleTotals {
+                    rotations: l.rotations(),
+                    compressions: l.compressed(),
+                    compression_failures: l.compress_failures(),
+                    retention_deletions: l.deleted(),
+                    retention_failures: l.delete_failures(),
+                    retention_lines: l.retention_lines(),
+                });
                 if let Some(d) = log.digest_stats() {
                     counters.set_digests(DigestTotals {
                         written: d.written(),

@@ -43,7 +43,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
 
-pub use audit::{DecisionLogCounters, DigestTotals, UploadTotals};
+pub use audit::{DecisionLogCounters, DigestTotals, LifecycleTotals, UploadTotals};
 pub use credentials::CredentialRecord;
 pub use unauthorized::PolicyRefusal;
 
