@@ -62,18 +62,19 @@ pub(crate) fn resume(
             .map_err(|e| format!("its last line is not a keygate decision-log line: {e}"))?;
         return Ok((link.seq, link.hash, size, None));
     }
-    // The newest rotated file, plain or already compressed (a stop right after a rotation).
-    let Some(previous) = super::segments::rotated(path).pop() else {
-        return Ok((0, GENESIS.to_owned(), 0, None));
-    };
-    let shown = previous.path.display();
-    match super::segments::last_line(&previous.path).map_err(|e| format!("{shown}: {e}"))? {
-        Some(last) => {
+    // The newest rotated file with a line, plain or already compressed (a stop right after a
+    // rotation); an empty one (a stop between a rotation and the first line after it) is
+    // passed over.
+    for previous in super::segments::rotated(path).iter().rev() {
+        let shown = previous.path.display();
+        let last =
+            super::segments::last_line(&previous.path).map_err(|e| format!("{shown}: {e}"))?;
+        if let Some(last) = last {
             let link = chain::open_line(&last).map_err(|e| format!("{shown}: {e}"))?;
-            Ok((link.seq, link.hash, 0, Some(previous.chain_name())))
+            return Ok((link.seq, link.hash, 0, Some(previous.chain_name())));
         }
-        None => Ok((0, GENESIS.to_owned(), 0, None)),
     }
+    Ok((0, GENESIS.to_owned(), 0, None))
 }
 
 /// Cut anything after the last newline (a line whose write was interrupted); return the size.

@@ -24,6 +24,8 @@ const PASS_EVERY: Duration = Duration::from_secs(30);
 /// First wait after a failure; doubles with each failure in a row, up to [`MAX_BACKOFF`].
 const FIRST_BACKOFF: Duration = Duration::from_secs(1);
 const MAX_BACKOFF: Duration = Duration::from_secs(3600);
+/// How often files waiting to be shipped or digested are looked at again.
+const SETTLE_POLL: Duration = Duration::from_secs(2);
 /// How long the writer may take to write a retention line.
 const LINE_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -193,6 +195,8 @@ pub(crate) struct Retention {
     recorded: BTreeMap<PathBuf, Option<Backoff>>,
     /// Writing a retention line failed.
     line_backoff: Option<Backoff>,
+    /// A file waits to be shipped or digested before it may be compressed or dropped.
+    unsettled: bool,
 }
 
 impl Retention {
@@ -202,6 +206,7 @@ impl Retention {
             compress_backoff: BTreeMap::new(),
             recorded: BTreeMap::new(),
             line_backoff: None,
+            unsettled: false,
         }
     }
 
@@ -219,6 +224,7 @@ impl Retention {
         }
         let mut urgent = false;
         while !self.stopping() {
+            self.unsettled = false;
             self.compress_pass();
             self.enforce(urgent);
             urgent = self.parts.notice.wait(self.next_wait());
@@ -235,6 +241,11 @@ impl Retention {
             .chain(self.line_backoff.as_ref())
             .map(|b| b.next.saturating_duration_since(now))
             .fold(PASS_EVERY, Duration::min)
+            .min(if self.unsettled {
+                SETTLE_POLL
+            } else {
+                PASS_EVERY
+            })
     }
 
     /// Compresses every retirable plain rotated file, oldest first.
@@ -249,8 +260,11 @@ impl Retention {
             if self.stopping() {
                 return;
             }
-            if !Backoff::due(self.compress_backoff.get(&segment.path)) || !self.retirable(&segment)
-            {
+            if !Backoff::due(self.compress_backoff.get(&segment.path)) {
+                continue;
+            }
+            if !self.retirable(&segment) {
+                self.unsettled = true;
                 continue;
             }
             match compress::compress(&segment.path, codec, &self.parts.notice.stop) {
@@ -320,6 +334,7 @@ impl Retention {
             .take(upper)
             .map(|s| self.retirable(s))
             .collect();
+        self.unsettled |= checked.contains(&false);
         let Some((count, reason)) = choose_with(&candidates, live, &limits, urgent, |i| {
             checked.get(i).copied().unwrap_or(false)
         }) else {
@@ -435,22 +450,25 @@ fn choose_with(
     retention::choose(&marked, live, limits, urgent)
 }
 
-/// What a retention line records of `segment`.
+/// What a retention line records of `segment` (an empty file: seq 0 and no hash).
 fn describe(segment: &Segment) -> Result<Dropped, String> {
-    let line = |l: std::io::Result<Option<String>>| -> Result<chain::Link, String> {
-        let text = l
-            .map_err(|e| format!("{}: {e}", segment.path.display()))?
-            .ok_or_else(|| format!("{}: empty", segment.path.display()))?;
-        chain::open_line(&text).map_err(|e| format!("{}: {e}", segment.path.display()))
+    let shown = segment.path.display();
+    let link = |l: std::io::Result<Option<String>>| -> Result<Option<chain::Link>, String> {
+        match l.map_err(|e| format!("{shown}: {e}"))? {
+            Some(text) => chain::open_line(&text)
+                .map(Some)
+                .map_err(|e| format!("{shown}: {e}")),
+            None => Ok(None),
+        }
     };
-    let first = line(segments::first_line(&segment.path))?;
-    let last = line(segments::last_line(&segment.path))?;
+    let first = link(segments::first_line(&segment.path))?;
+    let last = link(segments::last_line(&segment.path))?;
     Ok(Dropped {
         file: segment.chain_name(),
         stored_as: chain::file_name(&segment.path.display().to_string()),
-        first_seq: first.seq,
-        last_seq: last.seq,
-        last_hash: last.hash,
+        first_seq: first.map_or(0, |l| l.seq),
+        last_seq: last.as_ref().map_or(0, |l| l.seq),
+        last_hash: last.map(|l| l.hash).unwrap_or_default(),
         bytes: segment.bytes(),
     })
 }

@@ -234,21 +234,21 @@ pub fn in_dir(dir: &Path) -> Result<Vec<PathBuf>, String> {
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .collect();
     names.sort();
-    // A base is a name whose rotated files (or itself, as a live file) are there.
-    let mut bases: Vec<&str> = names
+    // Each file's log: its name without `.<n>` and a compression suffix.
+    let mut bases: Vec<String> = names
         .iter()
-        .filter(|n| names.iter().any(|m| parse(m, n).is_some()))
-        .map(String::as_str)
+        .filter(|n| !n.ends_with(".tmp") && !n.ends_with(".upload-state"))
+        .map(|n| {
+            let stem = Codec::of_name(n).map_or(n.as_str(), |(s, _)| s);
+            match rotation_number(stem) {
+                Some(_) => stem.rsplit_once('.').map_or(stem, |(b, _)| b).to_owned(),
+                None => n.clone(),
+            }
+        })
         .collect();
-    if bases.is_empty() {
-        bases.extend(
-            names
-                .iter()
-                .filter(|n| !n.ends_with(".tmp") && !n.ends_with(".upload-state"))
-                .filter(|n| rotation_number(n).is_none() && Codec::of_name(n).is_none())
-                .map(String::as_str),
-        );
-    }
+    bases.sort();
+    bases.dedup();
+    let bases: Vec<&str> = bases.iter().map(String::as_str).collect();
     match bases.as_slice() {
         [base] => Ok(all(&dir.join(base)).into_iter().map(|s| s.path).collect()),
         [] => Err(format!("{}: holds no decision log", dir.display())),
@@ -353,6 +353,9 @@ mod tests {
             .map(|p| super::super::chain::file_name(&p.display().to_string()))
             .collect();
         assert_eq!(names, ["d.log.1.zst", "d.log.2", "d.log"]);
+        // Stopped after a rotation's rename: no live file, still one log.
+        std::fs::remove_file(dir.path().join("d.log")).unwrap();
+        assert_eq!(in_dir(dir.path()).unwrap().len(), 2);
         std::fs::write(dir.path().join("e.log"), "").unwrap();
         std::fs::write(dir.path().join("e.log.1"), "").unwrap();
         assert!(in_dir(dir.path()).unwrap_err().contains("several logs"));

@@ -4,4 +4,5 @@
 
 pub mod digest;
 pub mod event;
+mod lifecycle;
 mod upload;
