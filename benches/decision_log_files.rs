@@ -6,7 +6,12 @@
 //! reported, so load on the machine weighs on all three alike.
 //!
 //! `cargo bench --bench decision_log_files` (LINES=200000 to change the file's size).
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::print_stdout,
+    clippy::indexing_slicing
+)]
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;

@@ -56,6 +56,7 @@ fn write_compressed(
     stop: &AtomicBool,
 ) -> Result<(), CompressError> {
     let mut input = File::open(plain)?;
+    let last_write = input.metadata()?.modified()?;
     let out = OpenOptions::new()
         .write(true)
         .create(true)
@@ -74,6 +75,8 @@ fn write_compressed(
             enc.finish()?
         }
     };
+    // Retention's age is the file's last write, not the time it was compressed.
+    file.set_modified(last_write)?;
     file.sync_all()?;
     Ok(())
 }
@@ -143,6 +146,7 @@ pub fn remove_temporaries(path: &Path) -> usize {
 mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
+    use std::time::SystemTime;
 
     #[test]
     fn compressed_files_read_back_as_the_plain_bytes_with_mode_0600() {
@@ -151,11 +155,20 @@ mod tests {
         for codec in [Codec::Zstd, Codec::Gzip] {
             let plain = dir.path().join("d.log.1");
             std::fs::write(&plain, &text).unwrap();
+            let written = SystemTime::now() - std::time::Duration::from_secs(3600);
+            File::options()
+                .write(true)
+                .open(&plain)
+                .unwrap()
+                .set_modified(written)
+                .unwrap();
             let done = compress(&plain, codec, &AtomicBool::new(false)).unwrap();
             assert!(!plain.exists(), "the plain file is removed");
             assert_eq!(segments::read_text(&done).unwrap(), text);
             let mode = std::fs::metadata(&done).unwrap().permissions().mode() & 0o777;
             assert_eq!(mode, 0o600);
+            let age = std::fs::metadata(&done).unwrap().modified().unwrap();
+            assert!(age <= written, "keeps the plain file's last write");
             assert_eq!(
                 segments::last_line(&done).unwrap().as_deref(),
                 Some("{\"seq\":1999}")

@@ -366,7 +366,18 @@ impl Retention {
                 .send(Message::Retention(Box::new(evidence), ack))
                 .is_ok()
         });
-        match sent.then(|| done.recv_timeout(LINE_TIMEOUT)) {
+        // Waits in slices, so a stop is not held up by a writer that cannot write.
+        let deadline = Instant::now() + LINE_TIMEOUT;
+        let answer = sent.then(|| {
+            loop {
+                match done.recv_timeout(Duration::from_millis(100)) {
+                    Err(mpsc::RecvTimeoutError::Timeout)
+                        if Instant::now() < deadline && !self.stopping() => {}
+                    other => break other,
+                }
+            }
+        });
+        match answer {
             Some(Ok(Ok(seq))) => {
                 self.line_backoff = None;
                 self.parts

@@ -276,7 +276,10 @@ pub fn glob(pattern: &Path) -> Result<Vec<PathBuf>, String> {
                 e.file_name().to_string_lossy().as_bytes(),
             )
         })
-        .filter(|e| !e.file_name().to_string_lossy().ends_with(".tmp"))
+        .filter(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            !name.ends_with(".tmp") && !name.ends_with(".upload-state")
+        })
         .map(|e| e.path())
         .collect();
     if found.is_empty() {
