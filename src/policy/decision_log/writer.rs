@@ -82,8 +82,10 @@ struct Writer {
     checkpointed: (Instant, u64),
     /// What the next digest says (`None`: no digests configured).
     feed: Option<Feed>,
-    /// Told of every rotation (compression and retention follow in the background).
-    lifecycle: (Arc<Notice>, Arc<LifecycleStats>),
+    /// Wakes the lifecycle thread: at every rotation (compression and retention follow in
+    /// the background), and `notice.enforce_retention(true)` to apply retention early.
+    notice: Arc<Notice>,
+    lifecycle_stats: Arc<LifecycleStats>,
 }
 
 /// A run of pending lines sealed for one append.
@@ -126,7 +128,8 @@ impl Writer {
             checkpointed: (Instant::now(), 0),
             feed,
             config,
-            lifecycle,
+            notice: lifecycle.0,
+            lifecycle_stats: lifecycle.1,
         };
         writer.publish_head();
         // The head found at start: lines cut off while keygate was stopped show against the
@@ -415,8 +418,10 @@ impl Writer {
         }
         self.ensure_file();
         self.digest(Reason::Rotation);
-        self.lifecycle.1.rotations.fetch_add(1, Ordering::Relaxed);
-        self.lifecycle.0.rotated();
+        self.lifecycle_stats
+            .rotations
+            .fetch_add(1, Ordering::Relaxed);
+        self.notice.rotated();
     }
 
     /// A batch holding a retention line reaches the disk before its files may be removed.

@@ -117,6 +117,14 @@ async fn events_arrive_gzipped_complete_and_verifiable_across_rotations() {
             .all(|a| a == "Bearer s3cret-token")
     );
     copy_verifies(&collector, root.path());
+    // Every file of the log, the upload position included, is 0600.
+    use std::os::unix::fs::MetadataExt;
+    for entry in std::fs::read_dir(root.path()).unwrap().flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with("decisions.log") {
+            assert_eq!(entry.metadata().unwrap().mode() & 0o777, 0o600, "{name}");
+        }
+    }
     let m = server.metrics();
     assert_eq!(metric(&m, UPLOADED), 40.0);
     assert_eq!(metric(&m, SHIPPED), 40.0);
