@@ -41,6 +41,10 @@ fn write(c: &mut Criterion, name: &str, digests: bool) {
     let dir = tempfile::tempdir().unwrap();
     let mut config = DecisionLogConfig::new(dir.path().join("decisions.log"));
     config.queue_capacity = 2 * LINES as usize;
+    // The writer alone: no rotation (and so no compression on the lifecycle thread) while it
+    // is measured; benches/decision_log_files.rs measures the files' lifecycle.
+    config.rotate_bytes = None;
+    config.rotate_interval = None;
     if digests {
         let (_, key) = Ed25519FileKey::generate().unwrap();
         config.digest = Some(DigestConfig {
