@@ -93,6 +93,10 @@ fn masking(dir: &Path) -> Masking {
 fn open(dir: &Path, digests: bool) -> DecisionLog {
     let mut config = DecisionLogConfig::new(dir.join("decisions.log"));
     config.queue_capacity = 2 * LINES as usize;
+    // The writer alone: no rotation (and so no compression on the lifecycle thread) while it
+    // is measured; benches/decision_log_files.rs measures the files' lifecycle.
+    config.rotate_bytes = None;
+    config.rotate_interval = None;
     if digests {
         let (_, key) = Ed25519FileKey::generate().unwrap();
         config.digest = Some(DigestConfig {

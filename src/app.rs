@@ -12,7 +12,9 @@ use crate::health::HealthMonitor;
 use crate::keys::KeyBackend;
 use crate::keys::software::SoftwareBackend;
 use crate::metrics::backend::MeteredBackend;
-use crate::metrics::{CredentialRecord, DigestTotals, Metrics, SpaceTotals, UploadTotals};
+use crate::metrics::{
+    CredentialRecord, DigestTotals, LifecycleTotals, Metrics, SpaceTotals, UploadTotals,
+};
 use crate::policy::decision_log::settings::DigestKey;
 use crate::policy::decision_log::{DecisionLog, DecisionLogConfig, DigestConfig};
 use crate::policy::{Authorizer, PolicyEngine, PolicySet};
@@ -159,6 +161,15 @@ impl App {
                         failing: u.failing(),
                     });
                 }
+                let l = log.lifecycle_stats();
+                counters.set_lifecycle(LifecycleTotals {
+                    rotations: l.rotations(),
+                    compressions: l.compressed(),
+                    compression_failures: l.compress_failures(),
+                    retention_deletions: l.deleted(),
+                    retention_failures: l.delete_failures(),
+                    retention_lines: l.retention_lines(),
+                });
                 if let Some(d) = log.digest_stats() {
                     counters.set_digests(DigestTotals {
                         written: d.written(),
@@ -332,10 +343,11 @@ fn open_decision_log(
     };
     let mut c = DecisionLogConfig::new(s.path.clone());
     c.fail_closed = s.fail_closed;
-    c.rotate_bytes = s.rotate_bytes;
-    c.rotate_interval = s.rotate_interval;
+    c.rotate_bytes = s.rotate_bytes.or(c.rotate_bytes);
+    c.rotate_interval = s.rotate_interval.or(c.rotate_interval);
     c.queue_capacity = s.queue_lines;
     c.space = s.space;
+    c.lifecycle = s.lifecycle;
     c.upload = s.upload.clone();
     if let Some(m) = &s.mask {
         let masking = crate::policy::decision_log::mask::Masking::new(m)

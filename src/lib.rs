@@ -10,7 +10,8 @@
 //!                              judgement; xks/error.rs maps every error to the wire in one match
 //! policy      policy.rs        Rego on regorus; policy/authorizer.rs: Authorizer::judge and
 //!                              Judgement::record, the only way a decision line is written;
-//!                              policy/decision_log/ the hash-chained log (one writer thread)
+//!                              policy/decision_log/ the hash-chained log (one writer thread;
+//!                              compression and retention on a lifecycle thread)
 //! front door  kms_v2/listener.rs  Kubernetes KMS v2 on a Unix socket (kms_v2/socket.rs):
 //!                              SO_PEERCRED, gRPC over HTTP/2 (kms_v2/service.rs), drain
 //! gate        kms_v2.rs        check -> judge (the same Authorizer) -> key operation

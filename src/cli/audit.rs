@@ -17,6 +17,7 @@ use crate::config::{BackendKind, Config};
 use crate::keys::pkcs11::Pkcs11Admin;
 use crate::policy::decision_log::chain::{Checkpoint, GENESIS, Verified, Verifier};
 use crate::policy::decision_log::digest::verify::{self, DigestReport};
+use crate::policy::decision_log::segments;
 use crate::policy::decision_log::settings::DigestKey;
 use crate::signing::{Algorithm, DigestSigner, Ed25519FileKey, PublicKey};
 
@@ -44,10 +45,12 @@ pub enum AuditCommand {
     Mask(mask::MaskArgs),
 }
 
-/// `keygate audit verify FILE...`
+/// `keygate audit verify FILE...|DIR|GLOB`
 #[derive(Debug, Args)]
 pub struct VerifyArgs {
-    /// Decision-log files, oldest first (e.g. `decisions.log.1 decisions.log`).
+    /// Decision-log files, plain or compressed (`.zst`, `.gz`): the log's directory, a glob
+    /// (`'logs/decisions.log*'`), or files (put in chain order when they are one log's). Given
+    /// the whole log, a start after a file that no retention line records is an error.
     #[arg(required = true)]
     pub files: Vec<PathBuf>,
     /// A line's `seq` and `hash` recorded outside the log (from a `decision log checkpoint`
@@ -117,7 +120,14 @@ fn report(outcome: anyhow::Result<ExitCode>) -> ExitCode {
 
 /// `keygate audit verify`: the chain across the files (and the digests), or the first problem.
 pub fn run_verify(args: &VerifyArgs, out: &mut dyn Write) -> anyhow::Result<ExitCode> {
-    let paths: Vec<&Path> = args.files.iter().map(PathBuf::as_path).collect();
+    let (files, whole) = match log_files(&args.files) {
+        Ok(found) => found,
+        Err(e) => {
+            eprintln!("keygate: {e}");
+            return Ok(ExitCode::from(EXIT_USAGE));
+        }
+    };
+    let paths: Vec<&Path> = files.iter().map(PathBuf::as_path).collect();
     let checkpoints = args.checkpoints.clone();
     let outcome = match &args.digests {
         None => Verifier::verify_files_with(&paths, checkpoints).map(|v| (v, None)),
@@ -136,6 +146,18 @@ pub fn run_verify(args: &VerifyArgs, out: &mut dyn Write) -> anyhow::Result<Exit
         }
     };
     match outcome {
+        Ok((v, _)) if whole && v.starts_from != GENESIS && v.dropped_by_retention.is_none() => {
+            let first = paths.first().map(|p| p.display().to_string());
+            writeln!(
+                out,
+                "BROKEN: {}:1: the log starts after {} (prev_hash {}), which is missing: no \
+                 retention line in the log records dropping it",
+                first.unwrap_or_default(),
+                v.continues.as_deref().unwrap_or("an earlier file"),
+                v.starts_from
+            )?;
+            Ok(ExitCode::FAILURE)
+        }
         Ok((v, digests)) => {
             writeln!(out, "{}", summary(&v, paths.len(), digests.as_ref()))?;
             Ok(ExitCode::SUCCESS)
@@ -147,16 +169,49 @@ pub fn run_verify(args: &VerifyArgs, out: &mut dyn Write) -> anyhow::Result<Exit
     }
 }
 
+/// The files to verify, in chain order, and whether they are the whole log on disk (a
+/// directory, a glob, or every file of one log).
+fn log_files(given: &[PathBuf]) -> Result<(Vec<PathBuf>, bool), String> {
+    match given {
+        [one] if one.is_dir() => return Ok((segments::in_dir(one)?, true)),
+        [one] if segments::is_glob(one) => return Ok((segments::glob(one)?, true)),
+        _ => {}
+    }
+    let mut files = given.to_vec();
+    if !segments::chain_order(&mut files) {
+        return Ok((files, false));
+    }
+    // Every file of one log, its live file among them?
+    let whole = files.last().is_some_and(|live| {
+        let on_disk: Vec<PathBuf> = segments::all(live).into_iter().map(|s| s.path).collect();
+        on_disk.len() == files.len()
+            && on_disk
+                .iter()
+                .all(|p| files.iter().any(|f| same_file(f, p)))
+    });
+    Ok((files, whole))
+}
+
+fn same_file(a: &Path, b: &Path) -> bool {
+    match (std::fs::canonicalize(a), std::fs::canonicalize(b)) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => a == b,
+    }
+}
+
 fn summary(v: &Verified, files: usize, digests: Option<&DigestReport>) -> String {
     let start = match (&v.continues, v.starts_from.as_str()) {
         (_, GENESIS) => "the start of the log".to_owned(),
+        (Some(file), hash) if let Some(seq) = v.dropped_by_retention => format!(
+            "{file} (prev_hash {hash}), dropped by the retention policy (retention line seq {seq})"
+        ),
         (Some(file), hash) => format!("{file} (prev_hash {hash})"),
         (None, hash) => format!("prev_hash {hash}"),
     };
     let mut line = format!(
         "OK: {} lines in {files} files; chain continues from {start}; last seq {}, last hash {}; \
-         {} checkpoints matched",
-        v.lines, v.last_seq, v.last_hash, v.checkpoints
+         {} checkpoints matched; {} files dropped by retention lines",
+        v.lines, v.last_seq, v.last_hash, v.checkpoints, v.dropped_files
     );
     if let Some(d) = digests {
         let first = match d.first {

@@ -13,7 +13,9 @@ use super::checked::{
     BackendKind, BackendSettings, Config, DecisionLogSettings, LimitSettings, PolicySettings,
     ServerSettings,
 };
-use super::raw::{RawBackend, RawConfig, RawDecisionLog, RawLimits, RawPolicy, RawServer};
+use super::raw::{
+    RawBackend, RawConfig, RawDecisionLog, RawLimits, RawPolicy, RawRetention, RawServer,
+};
 use crate::keys::valid_key_id;
 use crate::policy::decision_log::settings::DigestKey;
 use crate::policy::decision_log::{DEFAULT_QUEUE_LINES, SpaceLimits};
@@ -366,6 +368,7 @@ impl Checker {
                 "decision_log.queue_lines must be between 1 and {MAX_QUEUE_LINES}"
             ));
         }
+        let lifecycle = self.lifecycle(raw.compression.as_deref(), raw.retention.as_ref());
         Some(DecisionLogSettings {
             path: base.join(raw.path),
             fail_closed: raw.fail_closed.unwrap_or(false),
@@ -373,9 +376,49 @@ impl Checker {
             rotate_interval: raw.rotate_interval_secs.map(Duration::from_secs),
             queue_lines: usize::try_from(queue_lines).unwrap_or(DEFAULT_QUEUE_LINES),
             space,
+            lifecycle,
             upload,
             digest,
             mask,
         })
+    }
+
+    /// `compression` and `[decision_log.retention]`: every limit at least 1 (retention cannot
+    /// be turned off: the log must never fill the disk by itself).
+    fn lifecycle(
+        &mut self,
+        compression: Option<&str>,
+        raw: Option<&RawRetention>,
+    ) -> crate::policy::decision_log::LifecycleConfig {
+        use crate::policy::decision_log::{Codec, LifecycleConfig};
+        let mut c = LifecycleConfig::default();
+        match compression {
+            None | Some("zstd") => {}
+            Some("gzip") => c.compression = Some(Codec::Gzip),
+            Some("none") => c.compression = None,
+            Some(other) => self.problems.push(format!(
+                "decision_log.compression {other:?}: use \"zstd\", \"gzip\" or \"none\""
+            )),
+        }
+        let Some(raw) = raw else { return c };
+        let mut at_least_one = |key: &str, value: Option<u64>| {
+            if value == Some(0) {
+                self.problems.push(format!(
+                    "decision_log.retention.{key} must be at least 1 (retention cannot be turned \
+                     off; set a larger limit)"
+                ));
+            }
+            value.filter(|v| *v > 0)
+        };
+        if let Some(n) = at_least_one("keep_files", raw.keep_files) {
+            c.retention.keep_files = usize::try_from(n).unwrap_or(usize::MAX);
+        }
+        if let Some(days) = at_least_one("max_age_days", raw.max_age_days) {
+            c.retention.max_age = Duration::from_secs(days.saturating_mul(86400));
+        }
+        if let Some(bytes) = at_least_one("max_bytes", raw.max_bytes) {
+            c.retention.max_bytes = bytes;
+        }
+        c
     }
 }

@@ -156,13 +156,17 @@ pub struct DecisionLogSettings {
     pub path: PathBuf,
     /// Refuse requests while the log cannot be written.
     pub fail_closed: bool,
+    /// `None`: the default ([`crate::policy::decision_log::DEFAULT_ROTATE_BYTES`]).
     pub rotate_bytes: Option<u64>,
+    /// `None`: the default ([`crate::policy::decision_log::DEFAULT_ROTATE_INTERVAL`]).
     pub rotate_interval: Option<Duration>,
     /// Lines that may wait for the writer (`queue_lines`).
     pub queue_lines: usize,
     /// Free-space thresholds of the log's filesystem (`min_free_bytes`, `min_free_percent`,
     /// `min_free_inodes`, `reserved_bytes`).
     pub space: SpaceLimits,
+    /// `compression` and `[decision_log.retention]`.
+    pub lifecycle: crate::policy::decision_log::LifecycleConfig,
     /// `[decision_log.upload]`: ship events to an OPA decision-log collector.
     pub upload: Option<UploadSettings>,
     /// `[decision_log.digest]`: signed digests.
@@ -181,6 +185,7 @@ impl DecisionLogSettings {
             rotate_interval: None,
             queue_lines: crate::policy::decision_log::DEFAULT_QUEUE_LINES,
             space: SpaceLimits::default(),
+            lifecycle: Default::default(),
             upload: None,
             digest: None,
             mask: None,

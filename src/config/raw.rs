@@ -123,6 +123,14 @@ pub(super) struct RawPolicy {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
+pub(super) struct RawRetention {
+    pub(super) keep_files: Option<u64>,
+    pub(super) max_age_days: Option<u64>,
+    pub(super) max_bytes: Option<u64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 pub(super) struct RawDecisionLog {
     pub(super) path: PathBuf,
     pub(super) fail_closed: Option<bool>,
@@ -133,6 +141,8 @@ pub(super) struct RawDecisionLog {
     pub(super) min_free_percent: Option<u64>,
     pub(super) min_free_inodes: Option<u64>,
     pub(super) reserved_bytes: Option<u64>,
+    pub(super) compression: Option<String>,
+    pub(super) retention: Option<RawRetention>,
     pub(super) upload: Option<crate::policy::decision_log::settings::UploadToml>,
     pub(super) digest: Option<crate::policy::decision_log::settings::DigestToml>,
     pub(super) mask: Option<crate::policy::decision_log::mask::MaskToml>,

@@ -400,3 +400,35 @@ fn disk_pressure_settings_default_and_report_every_problem() {
         "unknown keys are refused"
     );
 }
+
+#[test]
+fn lifecycle_settings_have_bounded_defaults_and_report_every_problem() {
+    use crate::policy::decision_log::{Codec, LifecycleConfig};
+    let with = |extra: &str| format!("{GOOD}\n[decision_log]\npath = \"d.log\"\n{extra}\n");
+    let c = parse(&with("")).unwrap();
+    let d = c.decision_log.unwrap();
+    assert_eq!(d.lifecycle, LifecycleConfig::default());
+    assert_eq!(d.lifecycle.compression, Some(Codec::Zstd));
+    let c = parse(&with(
+        "compression = \"gzip\"\n[decision_log.retention]\nkeep_files = 3\nmax_age_days = 7\n\
+         max_bytes = 1000",
+    ))
+    .unwrap();
+    let l = c.decision_log.unwrap().lifecycle;
+    assert_eq!(l.compression, Some(Codec::Gzip));
+    assert_eq!(l.retention.keep_files, 3);
+    assert_eq!(l.retention.max_age.as_secs(), 7 * 86400);
+    assert_eq!(l.retention.max_bytes, 1000);
+    let c = parse(&with("compression = \"none\"")).unwrap();
+    assert_eq!(c.decision_log.unwrap().lifecycle.compression, None);
+    let bad = with(
+        "compression = \"lz4\"\n[decision_log.retention]\nkeep_files = 0\nmax_age_days = 0\n\
+         max_bytes = 0",
+    );
+    let problems = parse(&bad).unwrap_err().problems.join("\n");
+    for key in ["compression", "keep_files", "max_age_days", "max_bytes"] {
+        assert!(problems.contains(key), "{key}: {problems}");
+    }
+    let unknown = with("[decision_log.retention]\nkeep = 3");
+    assert!(parse(&unknown).is_err());
+}

@@ -4,7 +4,8 @@
 //! audit coverage (lines written / judged requests) and the audit alerts from them. Also the
 //! uploader to an OPA collector (events uploaded, failed uploads, events dropped, buffer
 //! bytes, how far shipped, whether it is failing) and the signed digests (written, failed,
-//! how far covered, when).
+//! how far covered, when), and the files' lifecycle (rotations, compressions, retention
+//! deletions and failures).
 
 use std::sync::atomic::Ordering;
 
@@ -42,6 +43,30 @@ pub struct DecisionLogCounters {
     pub upload: UploadCounters,
     /// Signed digests.
     pub digests: DigestCounters,
+    /// Rotation, compression and retention.
+    pub lifecycle: LifecycleCounters,
+}
+
+/// Rotation, compression and retention metrics.
+#[derive(Debug, Clone, Default)]
+pub struct LifecycleCounters {
+    pub rotations: Counter,
+    pub compressions: Counter,
+    pub compression_failures: Counter,
+    pub retention_deletions: Counter,
+    pub retention_failures: Counter,
+    pub retention_lines: Counter,
+}
+
+/// Rotation, compression and retention totals, as the log keeps them.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LifecycleTotals {
+    pub rotations: u64,
+    pub compressions: u64,
+    pub compression_failures: u64,
+    pub retention_deletions: u64,
+    pub retention_failures: u64,
+    pub retention_lines: u64,
 }
 
 impl Default for DecisionLogCounters {
@@ -59,6 +84,7 @@ impl Default for DecisionLogCounters {
             space: SpaceGauges::default(),
             upload: UploadCounters::default(),
             digests: DigestCounters::default(),
+            lifecycle: LifecycleCounters::default(),
         };
         counters.writable.set(1);
         counters
@@ -170,6 +196,21 @@ impl DecisionLogCounters {
         u.buffer_bytes.set(gauge(t.buffer_bytes));
         u.shipped_seq.set(gauge(t.shipped_seq));
         u.failing.set(i64::from(t.failing));
+    }
+
+    /// Sets the rotation, compression and retention totals.
+    pub fn set_lifecycle(&self, t: LifecycleTotals) {
+        let l = &self.lifecycle;
+        for (counter, value) in [
+            (&l.rotations, t.rotations),
+            (&l.compressions, t.compressions),
+            (&l.compression_failures, t.compression_failures),
+            (&l.retention_deletions, t.retention_deletions),
+            (&l.retention_failures, t.retention_failures),
+            (&l.retention_lines, t.retention_lines),
+        ] {
+            counter.inner().store(value, Ordering::Relaxed);
+        }
     }
 
     /// Sets the digests' totals.
@@ -316,6 +357,41 @@ impl DecisionLogCounters {
             "Configured most time between two signed digests (interval_secs)",
             d.interval.clone(),
         );
+        let l = &self.lifecycle;
+        for (name, help, counter) in [
+            (
+                "decision_log_rotations",
+                "Rotations of the live decision-log file",
+                &l.rotations,
+            ),
+            (
+                "decision_log_compressions",
+                "Rotated decision-log files compressed",
+                &l.compressions,
+            ),
+            (
+                "decision_log_compression_failures",
+                "Compressions of rotated decision-log files that failed (retried with backoff)",
+                &l.compression_failures,
+            ),
+            (
+                "decision_log_retention_deletions",
+                "Decision-log files removed by the retention policy (each named first by a retention line)",
+                &l.retention_deletions,
+            ),
+            (
+                "decision_log_retention_failures",
+                "Decision-log files the retention policy could not remove, or retention lines not written (retried with backoff)",
+                &l.retention_failures,
+            ),
+            (
+                "decision_log_retention_lines",
+                "Retention lines written to the decision log",
+                &l.retention_lines,
+            ),
+        ] {
+            r.register(name, help, counter.clone());
+        }
     }
 }
 

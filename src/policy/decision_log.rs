@@ -13,7 +13,11 @@
 //! decision_log/mask.rs     masking: erase or HMAC members by JSON pointer, before queueing
 //! decision_log/chain.rs    the hash chain and its verifier
 //! decision_log/writer.rs   the writer thread: seal, append, rotate, checkpoints, digest feed
-//! decision_log/files.rs    the files on disk: open, rotated names, resume, first/last lines
+//! decision_log/files.rs    the live file on disk: open (0600), resume, last lines
+//! decision_log/segments.rs the log's files: rotated and compressed names, chain order, reading
+//! decision_log/compress.rs compressing a rotated file (temporary, sync, rename, remove)
+//! decision_log/retention.rs which rotated files go, and the retention line that says so
+//! decision_log/lifecycle.rs the background thread that compresses and applies retention
 //! decision_log/space.rs    free space on the log's filesystem: thresholds, looks, gauges
 //! decision_log/writer/pressure.rs  the writer's answer to low and exhausted space
 //! decision_log/digest/     signed digests: format, the writer's feed, the notary thread, verify
@@ -23,11 +27,15 @@
 //! ```
 
 pub mod chain;
+pub mod compress;
 pub mod digest;
 mod files;
+pub mod lifecycle;
 mod line;
 pub mod mask;
 mod progress;
+pub mod retention;
+pub mod segments;
 pub mod settings;
 pub mod space;
 mod upload;
@@ -40,12 +48,21 @@ use std::sync::mpsc::{self, SyncSender, TrySendError};
 use std::time::{Duration, Instant, SystemTime};
 
 pub use digest::DigestConfig;
+pub use lifecycle::{LifecycleConfig, LifecycleStats, Notice};
 pub use line::{DECISION_PATH, DecisionRecord, EvalError, Requester};
 pub use progress::{DigestStats, Settled, UploadStats};
 pub use space::{Space, SpaceLimits, SpaceStatus};
 
 /// Default number of lines that may wait for the writer.
 pub const DEFAULT_QUEUE_LINES: usize = 8192;
+
+pub use retention::RetentionLimits;
+pub use segments::Codec;
+
+/// Rotate the live file when it would grow past this (100 MiB) ...
+pub const DEFAULT_ROTATE_BYTES: u64 = 100 << 20;
+/// ... or when it is this old (a day), whichever comes first.
+pub const DEFAULT_ROTATE_INTERVAL: Duration = Duration::from_secs(24 * 3600);
 
 /// Settings of the decision log.
 #[derive(Debug, Clone)]
@@ -54,10 +71,12 @@ pub struct DecisionLogConfig {
     pub path: PathBuf,
     /// Refuse requests whenever their line may not be written.
     pub fail_closed: bool,
-    /// Rotate when the file would grow past this many bytes.
+    /// Rotate when the file would grow past this many bytes (`None`: never by size).
     pub rotate_bytes: Option<u64>,
-    /// Rotate when the file is older than this.
+    /// Rotate when the file is older than this (`None`: never by age).
     pub rotate_interval: Option<Duration>,
+    /// Compression of rotated files and retention.
+    pub lifecycle: LifecycleConfig,
     /// `labels.id`: this instance's id.
     pub instance_id: String,
     /// Records that may wait for the writer (in its queue, and again while the log cannot be
@@ -79,14 +98,17 @@ pub struct DecisionLogConfig {
 }
 
 impl DecisionLogConfig {
-    /// Defaults for `path`: no rotation, fail open, 8192 queued lines, retry every second, the
-    /// default free-space thresholds.
+    /// Defaults for `path`: rotation at [`DEFAULT_ROTATE_BYTES`] or [`DEFAULT_ROTATE_INTERVAL`],
+    /// whichever comes first; rotated files compressed with zstd; the default retention
+    /// limits; fail open, 8192 queued lines, retry every second, the default free-space
+    /// thresholds.
     pub fn new(path: PathBuf) -> Self {
         Self {
             path,
             fail_closed: false,
-            rotate_bytes: None,
-            rotate_interval: None,
+            rotate_bytes: Some(DEFAULT_ROTATE_BYTES),
+            rotate_interval: Some(DEFAULT_ROTATE_INTERVAL),
+            lifecycle: LifecycleConfig::default(),
             instance_id: uuid::Uuid::new_v4().to_string(),
             queue_capacity: DEFAULT_QUEUE_LINES,
             space: SpaceLimits::default(),
@@ -140,6 +162,9 @@ pub(crate) enum Message {
     Flush(mpsc::Sender<()>),
     /// Write everything queued, write the shutdown checkpoint, acknowledge, and stop.
     Close(mpsc::Sender<()>),
+    /// Write a retention line (synced to disk) and answer with its seq, before any file it
+    /// names is removed.
+    Retention(Box<retention::Evidence>, mpsc::Sender<Result<u64, String>>),
 }
 
 /// Handle to the decision log; clones share one writer.
@@ -160,6 +185,13 @@ pub struct DecisionLog {
     require_upload: bool,
     /// Masking rules, applied where records are made ([`DecisionLog::masking`]).
     mask: Option<Arc<mask::Masking>>,
+    /// The lifecycle thread (compression, retention), stopped first at close.
+    lifecycle: Arc<std::sync::Mutex<Option<std::thread::JoinHandle<()>>>>,
+    notice: Arc<Notice>,
+    lifecycle_stats: Arc<LifecycleStats>,
+    /// The lifecycle thread's way to the writer, held weakly by it: once every handle is
+    /// dropped, the writer sees its channel close and the lifecycle thread stops.
+    _lifecycle_sender: Arc<SyncSender<Message>>,
 }
 
 impl DecisionLog {
@@ -204,7 +236,16 @@ impl DecisionLog {
             Some(settings) => Some(upload::Uploader::prepare(settings).map_err(open_err)?),
             None => None,
         };
-        let thread = writer::spawn(config, receiver, Arc::clone(&health), feed)?;
+        let notice = Arc::new(Notice::default());
+        let lifecycle_stats = Arc::new(LifecycleStats::default());
+        let lifecycle_config = config.lifecycle;
+        let thread = writer::spawn(
+            config,
+            receiver,
+            Arc::clone(&health),
+            feed,
+            (Arc::clone(&notice), Arc::clone(&lifecycle_stats)),
+        )?;
         // The writer has resumed the log and published its head: the uploader may read.
         let (uploads, uploader) = match upload {
             Some(prepared) => {
@@ -216,6 +257,17 @@ impl DecisionLog {
             }
             None => (None, None),
         };
+        let owner = Arc::new(sender.clone());
+        let lifecycle = lifecycle::spawn(lifecycle::Parts {
+            path: path.clone(),
+            config: lifecycle_config,
+            uploads: uploads.clone(),
+            digests: digests.clone(),
+            stats: Arc::clone(&lifecycle_stats),
+            notice: Arc::clone(&notice),
+            owner: Arc::downgrade(&owner),
+        })
+        .map_err(|e| open_err(format!("cannot start the lifecycle thread: {e}")))?;
         Ok(Self {
             sender,
             health,
@@ -227,6 +279,10 @@ impl DecisionLog {
             uploads,
             require_upload,
             mask,
+            lifecycle: Arc::new(std::sync::Mutex::new(Some(lifecycle))),
+            notice,
+            lifecycle_stats,
+            _lifecycle_sender: owner,
         })
     }
 
@@ -237,6 +293,9 @@ impl DecisionLog {
     /// not finish within `timeout` (they are then left running; nothing more can be done).
     pub fn close(&self, timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;
+        // The lifecycle thread first: it may be waiting for the writer to log a retention.
+        self.notice.stop();
+        let lifecycle_done = take(&self.lifecycle).is_none_or(|t| join_by(t, deadline));
         let writer_done = match take(&self.thread) {
             None => true,
             Some(thread) => {
@@ -262,7 +321,17 @@ impl DecisionLog {
             .take();
         let flush_by = deadline.min(Instant::now() + upload::FLUSH_AT_SHUTDOWN);
         let uploader_done = uploader.is_none_or(|u| u.finish(flush_by));
-        writer_done && notary_done && uploader_done
+        lifecycle_done && writer_done && notary_done && uploader_done
+    }
+
+    /// Counters of rotations, compressions and retention.
+    pub fn lifecycle_stats(&self) -> &LifecycleStats {
+        &self.lifecycle_stats
+    }
+
+    /// Apply retention now (see [`Notice::enforce_retention`]); never blocks.
+    pub fn enforce_retention(&self, urgent: bool) {
+        self.notice.enforce_retention(urgent);
     }
 
     /// Where `file` (one of this log's files) stands: has every line of it been shipped to
@@ -409,5 +478,7 @@ pub(crate) fn timestamp(at: SystemTime) -> String {
     super::input::rfc3339(at)
 }
 
+#[cfg(test)]
+mod lifecycle_tests;
 #[cfg(test)]
 mod tests;

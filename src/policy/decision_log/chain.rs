@@ -51,6 +51,8 @@ pub struct Link {
     pub prev_file: Option<String>,
     /// Sequence number (1 for the first decision ever logged).
     pub seq: u64,
+    /// On a retention line: the files it dropped.
+    pub dropped: Vec<super::retention::Dropped>,
 }
 
 /// Check one line on its own (its hash over its content) and read its link.
@@ -88,6 +90,7 @@ pub fn open_line(line: &str) -> Result<Link, String> {
             .get("seq")
             .and_then(serde_json::Value::as_u64)
             .ok_or("no seq member")?,
+        dropped: super::retention::dropped_in(&parsed).unwrap_or_default(),
     })
 }
 
@@ -166,6 +169,11 @@ pub struct Verified {
     pub last_seq: u64,
     /// Checkpoints found in the log with the hash they recorded.
     pub checkpoints: usize,
+    /// When the first file continues an earlier one: the seq of the retention line in these
+    /// files that dropped that one (its name, last seq and final hash match), if any.
+    pub dropped_by_retention: Option<u64>,
+    /// Files the retention lines in these files record as dropped.
+    pub dropped_files: usize,
 }
 
 /// State carried from line to line (and file to file).
@@ -179,6 +187,8 @@ pub struct Verifier {
     /// Checkpoints not yet met, and how many were met.
     checkpoints: Vec<Checkpoint>,
     matched: usize,
+    /// Files dropped by retention lines read so far, with the seq of their line.
+    dropped: Vec<(u64, super::retention::Dropped)>,
 }
 
 impl Verifier {
@@ -198,7 +208,7 @@ impl Verifier {
         };
         for path in paths {
             let name = path.display().to_string();
-            let text = std::fs::read_to_string(path).map_err(|e| Break {
+            let text = super::segments::read_text(path).map_err(|e| Break {
                 file: name.clone(),
                 line: 0,
                 reason: format!("cannot read: {e}"),
@@ -232,6 +242,9 @@ impl Verifier {
             if self.first.is_none() {
                 self.first = Some(link.clone());
             }
+            let seq = link.seq;
+            self.dropped
+                .extend(link.dropped.iter().map(|d| (seq, d.clone())));
             self.last = Some((link, file.to_owned()));
         }
         Ok(())
@@ -278,7 +291,7 @@ impl Verifier {
             return Err(brk(file, number, &why));
         }
         if last_file != file {
-            let expected = file_name(last_file);
+            let expected = super::segments::chain_name(last_file);
             if link.prev_file.as_deref() != Some(expected.as_str()) {
                 let why = format!(
                     "first line of a rotated file names prev_file {:?}, expected {expected:?}",
@@ -313,9 +326,20 @@ impl Verifier {
             };
             return Err(brk(&last_file, self.last_line, &why));
         }
+        let dropped_files = self.dropped.len();
         match (self.first, self.last) {
             (Some(first), Some((last, _))) => Ok(Verified {
                 lines: self.lines,
+                dropped_by_retention: self
+                    .dropped
+                    .iter()
+                    .find(|(_, d)| {
+                        first.prev_file.as_deref() == Some(d.file.as_str())
+                            && d.last_hash == first.prev_hash
+                            && d.last_seq.saturating_add(1) == first.seq
+                    })
+                    .map(|(seq, _)| *seq),
+                dropped_files,
                 starts_from: first.prev_hash,
                 continues: first.prev_file,
                 last_hash: last.hash,
@@ -329,6 +353,8 @@ impl Verifier {
                 last_hash: GENESIS.to_owned(),
                 last_seq: 0,
                 checkpoints: 0,
+                dropped_by_retention: None,
+                dropped_files,
             }),
         }
     }

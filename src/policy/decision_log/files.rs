@@ -25,15 +25,7 @@ pub(crate) fn open_file(path: &Path) -> std::io::Result<(File, (u64, u64))> {
     Ok((file, (meta.dev(), meta.ino())))
 }
 
-/// `FILE.<n>` with `n` one above the highest existing rotation.
-pub(crate) fn rotated_name(path: &Path) -> PathBuf {
-    let next = rotations(path).last().map_or(1, |(n, _)| n + 1);
-    let mut name = path.as_os_str().to_owned();
-    name.push(format!(".{next}"));
-    PathBuf::from(name)
-}
-
-/// Existing rotated files of `path`, oldest first.
+/// Existing plain rotated files of `path`, oldest first (compressed ones: see `segments`).
 pub(crate) fn rotations(path: &Path) -> Vec<(u64, PathBuf)> {
     let (Some(dir), Some(base)) = (path.parent(), path.file_name()) else {
         return Vec::new();
@@ -70,20 +62,19 @@ pub(crate) fn resume(
             .map_err(|e| format!("its last line is not a keygate decision-log line: {e}"))?;
         return Ok((link.seq, link.hash, size, None));
     }
-    let Some((_, previous)) = rotations(path).pop() else {
-        return Ok((0, GENESIS.to_owned(), 0, None));
-    };
-    let prev = File::open(&previous).map_err(|e| format!("{}: {e}", previous.display()))?;
-    let prev_size = prev.metadata().map_err(|e| e.to_string())?.len();
-    match last_line(&prev, prev_size).map_err(|e| e.to_string())? {
-        Some(last) => {
-            let link =
-                chain::open_line(&last).map_err(|e| format!("{}: {e}", previous.display()))?;
-            let name = chain::file_name(&previous.display().to_string());
-            Ok((link.seq, link.hash, 0, Some(name)))
+    // The newest rotated file with a line, plain or already compressed (a stop right after a
+    // rotation); an empty one (a stop between a rotation and the first line after it) is
+    // passed over.
+    for previous in super::segments::rotated(path).iter().rev() {
+        let shown = previous.path.display();
+        let last =
+            super::segments::last_line(&previous.path).map_err(|e| format!("{shown}: {e}"))?;
+        if let Some(last) = last {
+            let link = chain::open_line(&last).map_err(|e| format!("{shown}: {e}"))?;
+            return Ok((link.seq, link.hash, 0, Some(previous.chain_name())));
         }
-        None => Ok((0, GENESIS.to_owned(), 0, None)),
     }
+    Ok((0, GENESIS.to_owned(), 0, None))
 }
 
 /// Cut anything after the last newline (a line whose write was interrupted); return the size.

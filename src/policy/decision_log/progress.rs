@@ -118,9 +118,7 @@ pub(crate) fn settled(
     upload: Option<&UploadStats>,
     digests: Option<&DigestStats>,
 ) -> std::io::Result<Settled> {
-    let opened = std::fs::File::open(file)?;
-    let size = opened.metadata()?.len();
-    let last_seq = match super::files::last_line(&opened, size)? {
+    let last_seq = match super::segments::last_line(file)? {
         Some(line) => {
             chain::open_line(&line)
                 .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?

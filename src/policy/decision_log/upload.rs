@@ -326,6 +326,17 @@ fn write_state(path: &Path, p: &Position) -> std::io::Result<()> {
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".tmp");
     let text = serde_json::to_string(p).map_err(std::io::Error::other)?;
-    std::fs::write(&tmp, text)?;
+    {
+        use std::io::Write as _;
+        use std::os::unix::fs::OpenOptionsExt;
+        // Mode 0600, as every file of the log.
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        file.write_all(text.as_bytes())?;
+    }
     std::fs::rename(&tmp, path)
 }

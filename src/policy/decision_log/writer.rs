@@ -16,10 +16,19 @@ use std::time::{Duration, Instant};
 
 use super::chain;
 use super::digest::{Feed, Job, Reason};
-use super::files::{open_file, resume, rotated_name};
+use super::files::{open_file, resume};
+use super::lifecycle::{LifecycleStats, Notice};
 use super::line::{self, Position};
 use super::space::SpaceWatch;
+use super::retention::{self, Evidence};
+use super::segments::next_rotation;
 use super::{DecisionLogConfig, DecisionLogError, DecisionRecord, Health, Message};
+
+/// A line waiting to be written: a decision, or a retention record whose sender waits for it.
+enum Entry {
+    Decision(Box<DecisionRecord>),
+    Retention(Box<Evidence>, Sender<Result<u64, String>>),
+}
 /// Longest wait between two checks of the rotation clock.
 const TICK: Duration = Duration::from_secs(1);
 /// Pause after writing a batch, so lines arriving meanwhile are sealed and written together.
@@ -36,8 +45,9 @@ pub(super) fn spawn(
     receiver: Receiver<Message>,
     health: Arc<Health>,
     digests: Option<SyncSender<Job>>,
+    lifecycle: (Arc<Notice>, Arc<LifecycleStats>),
 ) -> Result<std::thread::JoinHandle<()>, DecisionLogError> {
-    let writer = Writer::open(config, health, digests)?;
+    let writer = Writer::open(config, health, digests, lifecycle)?;
     std::thread::Builder::new()
         .name("decision-log".into())
         .spawn(move || writer.run(&receiver))
@@ -71,7 +81,7 @@ struct Writer {
     seq: u64,
     last_hash: String,
     prev_file: Option<String>,
-    pending: VecDeque<Box<DecisionRecord>>,
+    pending: VecDeque<Entry>,
     /// The last `decision log checkpoint`: when, and at which seq.
     checkpointed: (Instant, u64),
     /// What the next digest says (`None`: no digests configured).
@@ -82,6 +92,10 @@ struct Writer {
     retention_asked: Option<Instant>,
     /// Shutting down: the lines still waiting may use the reserve.
     closing: bool,
+    /// Wakes the lifecycle thread: at every rotation (compression and retention follow in
+    /// the background), and `notice.enforce_retention(true)` to apply retention early.
+    notice: Arc<Notice>,
+    lifecycle_stats: Arc<LifecycleStats>,
 }
 
 /// A run of pending lines sealed for one append.
@@ -97,6 +111,7 @@ impl Writer {
         config: DecisionLogConfig,
         health: Arc<Health>,
         digests: Option<SyncSender<Job>>,
+        lifecycle: (Arc<Notice>, Arc<LifecycleStats>),
     ) -> Result<Self, DecisionLogError> {
         let open_err = |reason: String| DecisionLogError::Open {
             path: config.path.clone(),
@@ -126,6 +141,8 @@ impl Writer {
             checkpointed: (Instant::now(), 0),
             feed,
             config,
+            notice: lifecycle.0,
+            lifecycle_stats: lifecycle.1,
         };
         writer.publish_head();
         // The first look: a log that starts short of space says so at once.
@@ -244,7 +261,17 @@ impl Writer {
             self.write_pending();
         }
         if !self.pending.is_empty() {
-            let lost = self.pending.len() as u64;
+            let lost = self
+                .pending
+                .drain(..)
+                .filter(|e| match e {
+                    Entry::Decision(_) => true,
+                    Entry::Retention(_, ack) => {
+                        let _ = ack.send(Err("the log is closing".into()));
+                        false
+                    }
+                })
+                .count() as u64;
             self.health.lost.fetch_add(lost, Ordering::Relaxed);
             tracing::error!(lost, path = %self.config.path.display(), "decision log cannot be written at shutdown: lines lost");
             self.pending.clear();
@@ -262,15 +289,28 @@ impl Writer {
     ) {
         match message {
             Message::Record(record) => {
-                self.pending.push_back(record);
+                self.pending.push_back(Entry::Decision(record));
                 if self.pending.len() > self.config.queue_capacity {
-                    self.pending.pop_front();
-                    let lost = self.health.lost.fetch_add(1, Ordering::Relaxed) + 1;
-                    // Counted each; logged at 1, 2, 4, 8... and every 1000th, not per line.
-                    if lost.is_power_of_two() || lost.is_multiple_of(1000) {
-                        tracing::warn!(lost, "decision log unwritable for too long: line lost");
+                    match self.pending.pop_front() {
+                        Some(Entry::Retention(_, ack)) => {
+                            let _ = ack.send(Err("the log cannot be written".into()));
+                        }
+                        _ => {
+                            let lost = self.health.lost.fetch_add(1, Ordering::Relaxed) + 1;
+                            // Counted each; logged at 1, 2, 4, 8... and every 1000th, not per
+                            // line.
+                            if lost.is_power_of_two() || lost.is_multiple_of(1000) {
+                                tracing::warn!(
+                                    lost,
+                                    "decision log unwritable for too long: line lost"
+                                );
+                            }
+                        }
                     }
                 }
+            }
+            Message::Retention(evidence, ack) => {
+                self.pending.push_back(Entry::Retention(evidence, ack));
             }
             Message::Flush(ack) => acks.push(ack),
             Message::Close(ack) => *close = Some(ack),
@@ -282,19 +322,27 @@ impl Writer {
     fn write_pending(&mut self) -> usize {
         let mut written = 0;
         // Below `reserved_bytes` the log counts as full: nothing is written.
-        if self.held_back() || !self.ensure_file() {
+        // Below the reserve only retention lines are written (into the reserve): early
+        // retention frees space only once its evidence is on disk.
+        let mut remaining = if self.held_back() {
+            self.evidence_first()
+        } else {
+            usize::MAX
+        };
+        if remaining == 0 || !self.ensure_file() {
             return written;
         }
         if self.rotation_due(0) {
             self.rotate();
         }
-        while !self.pending.is_empty() {
+        while remaining > 0 && !self.pending.is_empty() {
             let Sealed {
                 text,
                 count,
                 first,
                 last: (seq, hash),
-            } = self.seal_batch();
+            } = self.seal_batch(remaining);
+            remaining = remaining.saturating_sub(count);
             let Some(first) = first else {
                 self.rotate();
                 if self.file.is_none() {
@@ -304,10 +352,17 @@ impl Writer {
             };
             match self.append(text.as_bytes()) {
                 Ok(()) => {
+                    // Written; a retention line must also be on disk before its files go.
+                    let synced = self.sync_evidence(count).map_err(|e| e.to_string());
                     if let Some(feed) = self.feed.as_mut() {
                         feed.appended(text.as_bytes(), (first.0, &first.1), seq);
                     }
-                    self.pending.drain(..count);
+                    let first_seq = first.0;
+                    for (at, entry) in self.pending.drain(..count).enumerate() {
+                        if let Entry::Retention(_, ack) = entry {
+                            let _ = ack.send(synced.clone().map(|()| first_seq + at as u64));
+                        }
+                    }
                     self.seq = seq;
                     self.last_hash = hash;
                     self.prev_file = None;
@@ -320,7 +375,7 @@ impl Writer {
                     self.space.wrote(text.len() as u64);
                     // Looks again only when these bytes may have crossed a threshold.
                     self.watch_space();
-                    if self.held_back() {
+                    if self.held_back() && remaining == usize::MAX {
                         return written;
                     }
                 }
@@ -334,20 +389,38 @@ impl Writer {
         written
     }
 
-    /// Seal as many pending lines as fit in the current file.
-    fn seal_batch(&self) -> Sealed {
+    /// Moves the waiting retention lines ahead of the waiting decisions (a line's place in
+    /// the chain is given when it is sealed); returns how many there are.
+    fn evidence_first(&mut self) -> usize {
+        let (evidence, decisions): (VecDeque<_>, VecDeque<_>) = self
+            .pending
+            .drain(..)
+            .partition(|e| matches!(e, Entry::Retention(..)));
+        let n = evidence.len();
+        self.pending = evidence;
+        self.pending.extend(decisions);
+        n
+    }
+
+    /// Seal as many pending lines as fit in the current file, at most `limit`.
+    fn seal_batch(&self, limit: usize) -> Sealed {
         let mut batch = String::new();
         let (mut seq, mut hash) = (self.seq, self.last_hash.clone());
         let mut prev_file = self.prev_file.as_deref();
         let mut count = 0;
         let mut first = None;
-        for record in &self.pending {
+        for entry in self.pending.iter().take(limit) {
             let at = Position {
                 seq: seq + 1,
                 prev_hash: &hash,
                 prev_file,
             };
-            let body = line::body(record, &self.config.instance_id, &at);
+            let body = match entry {
+                Entry::Decision(record) => line::body(record, &self.config.instance_id, &at),
+                Entry::Retention(evidence, _) => {
+                    retention::body(evidence, &self.config.instance_id, &at)
+                }
+            };
             let (sealed, new_hash) = chain::seal(&hash, &body);
             let grown = batch.len() as u64 + sealed.len() as u64 + 1;
             if self.size + batch.len() as u64 > 0 && self.rotation_due(grown) {
@@ -383,7 +456,7 @@ impl Writer {
 
     /// Rename the current file to `FILE.<n>` and start a new one chained to it.
     fn rotate(&mut self) {
-        let target = rotated_name(&self.config.path);
+        let target = next_rotation(&self.config.path);
         self.file = None;
         if let Err(e) = std::fs::rename(&self.config.path, &target) {
             self.set_writable(false, Some(&e));
@@ -398,6 +471,23 @@ impl Writer {
         }
         self.ensure_file();
         self.digest(Reason::Rotation);
+        self.lifecycle_stats
+            .rotations
+            .fetch_add(1, Ordering::Relaxed);
+        self.notice.rotated();
+    }
+
+    /// A batch holding a retention line reaches the disk before its files may be removed.
+    fn sync_evidence(&mut self, count: usize) -> std::io::Result<()> {
+        let evidence = self
+            .pending
+            .iter()
+            .take(count)
+            .any(|e| matches!(e, Entry::Retention(..)));
+        match self.file.as_ref() {
+            Some((file, _)) if evidence => file.sync_data(),
+            _ => Ok(()),
+        }
     }
 
     /// Make sure `file` is open and still is the file at `path` (it may have been removed).

@@ -4,6 +4,7 @@
 
 pub mod digest;
 pub mod event;
+mod lifecycle;
 mod mask;
 mod pressure;
 mod upload;

@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use keygate::policy::decision_log::segments;
+
 use crate::support::collector::{Collector, Mode};
 use crate::support::process::keygate;
 use crate::support::*;
@@ -36,30 +38,17 @@ async fn encrypt(client: &mut Client, n: usize) {
     }
 }
 
-/// The log's files, oldest first.
+/// The log's files, oldest first: rotated (plain or compressed once shipped), then live.
 fn log_files(log: &Path) -> Vec<PathBuf> {
-    let dir = log.parent().unwrap();
-    let base = log.file_name().unwrap().to_str().unwrap().to_owned();
-    let mut rotated: Vec<(u64, PathBuf)> = std::fs::read_dir(dir)
-        .unwrap()
-        .flatten()
-        .filter_map(|e| {
-            let name = e.file_name().to_str()?.to_owned();
-            let n = name.strip_prefix(&format!("{base}."))?.parse().ok()?;
-            Some((n, e.path()))
-        })
-        .collect();
-    rotated.sort();
-    let mut files: Vec<PathBuf> = rotated.into_iter().map(|r| r.1).collect();
-    files.push(log.to_owned());
-    files
+    segments::all(log).into_iter().map(|s| s.path).collect()
 }
 
+/// Every line of the log, compressed files read through.
 fn local_lines(log: &Path) -> Vec<String> {
     log_files(log)
         .iter()
         .flat_map(|f| {
-            std::fs::read_to_string(f)
+            segments::read_text(f)
                 .unwrap()
                 .lines()
                 .map(str::to_owned)
@@ -103,6 +92,13 @@ async fn events_arrive_gzipped_complete_and_verifiable_across_rotations() {
     })
     .await;
     assert!(log_files(&log).len() >= 3, "the log rotated meanwhile");
+    // Shipped files are compressed; the uploader had finished with them.
+    wait_for(PATIENCE, "a shipped file compressed", || {
+        log_files(&log)
+            .iter()
+            .any(|f| f.extension().is_some_and(|e| e == "zst"))
+    })
+    .await;
     assert_eq!(
         collector.lines(),
         local_lines(&log),
@@ -121,6 +117,14 @@ async fn events_arrive_gzipped_complete_and_verifiable_across_rotations() {
             .all(|a| a == "Bearer s3cret-token")
     );
     copy_verifies(&collector, root.path());
+    // Every file of the log, the upload position included, is 0600.
+    use std::os::unix::fs::MetadataExt;
+    for entry in std::fs::read_dir(root.path()).unwrap().flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with("decisions.log") {
+            assert_eq!(entry.metadata().unwrap().mode() & 0o777, 0o600, "{name}");
+        }
+    }
     let m = server.metrics();
     assert_eq!(metric(&m, UPLOADED), 40.0);
     assert_eq!(metric(&m, SHIPPED), 40.0);

@@ -54,6 +54,8 @@ impl Setup {
     fn config(&self, interval: Duration) -> DecisionLogConfig {
         let mut c = DecisionLogConfig::new(self.log.clone());
         c.retry_interval = Duration::from_millis(20);
+        // Rotated files stay plain here (lifecycle_tests.rs covers compressed ones).
+        c.lifecycle.compression = None;
         c.digest = Some(DigestConfig {
             dir: self.digests.clone(),
             interval,

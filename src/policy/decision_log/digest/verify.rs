@@ -181,7 +181,7 @@ fn read_files(files: &[&Path]) -> Result<Vec<(PathBuf, String)>, Break> {
     files
         .iter()
         .map(|p| {
-            std::fs::read_to_string(p)
+            crate::policy::decision_log::segments::read_text(p)
                 .map(|t| (p.to_path_buf(), t))
                 .map_err(|e| whole(p, &format!("cannot read: {e}")))
         })

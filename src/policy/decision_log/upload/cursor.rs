@@ -351,6 +351,7 @@ mod tests {
         let path = dir.join("d.log");
         let mut c = DecisionLogConfig::new(path.clone());
         c.rotate_bytes = Some(1500);
+        c.lifecycle.compression = None;
         let log = DecisionLog::open(c).unwrap();
         for i in 1..=n {
             log.record(record(i)).unwrap();

@@ -22,22 +22,16 @@ impl Writer {
         };
         match change {
             Change::Moved(_, Space::Exhausted) => {
+                // Retention runs in the background; the next look sees what it freed.
                 self.on_low_space("free space below reserved_bytes");
-                // Retention may have made room: look again before refusing anything.
-                self.space.force();
-                let _ = self.space.look(&self.health.space, Instant::now());
-                if self.space.state() != Space::Ample {
-                    self.warn_low();
-                }
-                if self.space.state() == Space::Exhausted {
-                    let r = self.space.last();
-                    let reserved = self.space.limits().reserved_bytes;
-                    let why = std::io::Error::other(format!(
-                        "{} bytes free on its filesystem, below reserved_bytes ({reserved})",
-                        r.free_bytes
-                    ));
-                    self.set_writable(false, Some(&why));
-                }
+                self.warn_low();
+                let r = self.space.last();
+                let reserved = self.space.limits().reserved_bytes;
+                let why = std::io::Error::other(format!(
+                    "{} bytes free on its filesystem, below reserved_bytes ({reserved})",
+                    r.free_bytes
+                ));
+                self.set_writable(false, Some(&why));
             }
             Change::Moved(Space::Exhausted, now) => {
                 tracing::info!(
@@ -113,14 +107,13 @@ impl Writer {
         }
     }
 
-    /// Space is short: apply retention early, before any request is refused.
-    ///
-    /// Today this records that early retention was asked for (the counter behind
-    /// `keygate_decision_log_early_retention_requests_total` and an INFO line); the retention
-    /// entry point is called here with `urgent = true` once it exists.
+    /// Space is short: apply retention early, before any request is refused. The lifecycle
+    /// thread drops the oldest retirable rotated files (urgent: limits halved, at least one
+    /// file) in the background; its retention line is written even below the reserve.
     fn on_low_space(&mut self, why: &str) {
         self.retention_asked = Some(Instant::now());
         self.health.space.count_early_retention();
+        self.notice.enforce_retention(true);
         tracing::info!(
             reason = why,
             dir = %self.space.dir().display(),
