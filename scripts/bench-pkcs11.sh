@@ -45,7 +45,7 @@ if [ -z "${KEYGATE_BIN:-}" ]; then
   KEYGATE_BIN=target/release/keygate
 fi
 export KEYGATE_BIN
-cargo bench --locked --bench pkcs11 --no-run >&2 2>/dev/null
+cargo bench --locked --bench pkcs11 --no-run >&2
 
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
