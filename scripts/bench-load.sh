@@ -17,7 +17,8 @@
 # Environment: DURATION (10s per run), CONNECTIONS ("1 16 64"),
 # OPS ("encrypt decrypt metadata health"), OUT (bench-load.md), and the server settings of
 # scripts/lib/bench-server.sh (SCHEME, BACKEND, DECISION_LOG, AUDIT, POLICY_DIR, PORT,
-# KEYGATE_BIN). With the decision log on, the table is followed by the CPU each
+# KEYGATE_BIN). RUNS_DIR: also keep each run's `keygate load --json` report there as
+# OP-CONNECTIONS.json. With the decision log on, the table is followed by the CPU each
 # decision-log thread used per line written (writer, digests, upload).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -56,6 +57,7 @@ for op in $OPS; do
     after=$(server_cpu_ticks)
     bao_after=$(bao_cpu_ticks)
     [ -s "$work/run.json" ] || { cat "$work/run.err" >&2; exit 1; }
+    [ -z "${RUNS_DIR:-}" ] || cp "$work/run.json" "$RUNS_DIR/$op-$c.json"
     [ "$op" = health ] || judged=$((judged + $(jq '.requests + .setup_requests' "$work/run.json")))
     jq -r --argjson ticks "$ticks" --argjson cpu "$((after - before))" --argjson bao "$((bao_after - bao_before))" --arg backend "$BACKEND" '
       def f(n): (n * 1000 | round) / 1000;

@@ -6,7 +6,11 @@
 #                         127.0.0.1 from `keygate certs dev`
 #   BACKEND=software|softhsm2|openbao
 #                         softhsm2: a fresh SoftHSMv2 token (needs softhsm2-util), keys made
-#                         with `keygate keys`, non-extractable and sensitive
+#                         with `keygate keys`, non-extractable and sensitive; SESSIONS
+#                         (session_pool_size, 8), PKCS11_MODULE (a module to serve through
+#                         instead of SoftHSMv2's own, e.g. a shim that forwards to it) and
+#                         OBJECTSTORE (SoftHSMv2's objectstore.backend, file), QUEUE_WAIT_MS
+#                         (queue_wait_ms, 50)
 #                         openbao: a fresh `bao server -dev` on 127.0.0.1:BAO_PORT (18200), the
 #                         keys made with `keygate keys` as root, keygate on a token limited to
 #                         them (bao from KEYGATE_BAO, PATH or .venv/bin/bao; POOL connections, 32)
@@ -83,7 +87,8 @@ case "$BACKEND" in
   softhsm2)
     command -v softhsm2-util >/dev/null || { echo "BACKEND=softhsm2 needs softhsm2-util (apt-get install -y softhsm2)" >&2; exit 1; }
     mkdir -p "$work/tokens"
-    printf 'directories.tokendir = %s\nobjectstore.backend = file\nlog.level = ERROR\n' "$work/tokens" >"$work/softhsm2.conf"
+    printf 'directories.tokendir = %s\nobjectstore.backend = %s\nlog.level = ERROR\n' "$work/tokens" \
+      "${OBJECTSTORE:-file}" >"$work/softhsm2.conf"
     softhsm_env=(env "SOFTHSM2_CONF=$work/softhsm2.conf")
     pin=$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')
     "${softhsm_env[@]}" softhsm2-util --init-token --free --label bench \
@@ -95,8 +100,9 @@ case "$BACKEND" in
       [ -f "$m" ] && module=$m && break
     done
     [ -n "$module" ] || { echo "no libsofthsm2.so found" >&2; exit 1; }
-    printf '[backend]\nkind = "pkcs11"\nhealth_key = "keygate-health"\n[backend.pkcs11]\nmodule = "%s"\ntoken_label = "bench"\npin_file = "pin"\nsofthsm2_conf = "softhsm2.conf"\nsession_pool_size = %s\n\n' \
-      "$module" "${SESSIONS:-8}" >>"$config"
+    module=${PKCS11_MODULE:-$module}
+    printf '[backend]\nkind = "pkcs11"\nhealth_key = "keygate-health"\n[backend.pkcs11]\nmodule = "%s"\ntoken_label = "bench"\npin_file = "pin"\nsofthsm2_conf = "softhsm2.conf"\nsession_pool_size = %s\nqueue_wait_ms = %s\n\n' \
+      "$module" "${SESSIONS:-8}" "${QUEUE_WAIT_MS:-50}" >>"$config"
     ;;
   openbao)
     bao_bin=${KEYGATE_BAO:-$(command -v bao || echo .venv/bin/bao)}

@@ -1,8 +1,9 @@
 //! PKCS#11 key backend (cryptoki): keys live in an HSM token, found by CKA_LABEL = key id.
 //!
-//! Every HSM call runs on tokio's blocking pool, holding one of `session_pool_size` permits
-//! and bounded by `operation_timeout` (`KeyError::Timeout`). A request that finds no free
-//! permit within `queue_wait` gets `KeyError::Busy`; nothing queues without bound.
+//! Every HSM call holds one of `session_pool_size` permits. A request that finds no free
+//! permit within `queue_wait` gets `KeyError::Busy`; nothing queues without bound. While the
+//! module answers fast the call runs inline on the runtime worker (see `inline`); otherwise
+//! on tokio's blocking pool, bounded by `operation_timeout` (`KeyError::Timeout`).
 
 mod admin;
 pub mod ckr;
@@ -10,13 +11,14 @@ mod engine;
 mod facts;
 mod gcm;
 mod health;
+mod inline;
 mod settings;
 mod sign;
 mod token;
 pub mod versions;
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use prometheus_client::metrics::gauge::Gauge;
@@ -36,6 +38,8 @@ use crate::keys::{EkmInstance, KeyBackend, KeyError, KeyInfo, KeyOp, Sealed, Sea
 pub struct Pkcs11Backend {
     engine: Arc<Engine>,
     permits: Arc<Semaphore>,
+    /// Whether calls run on the runtime worker or the blocking pool.
+    inline: Arc<inline::Inline>,
     /// HSM calls in progress (sessions in use), for the metrics endpoint.
     in_use: Gauge,
 }
@@ -52,6 +56,7 @@ impl Pkcs11Backend {
         Ok(Pkcs11Backend {
             engine,
             permits,
+            inline: Arc::default(),
             in_use: Gauge::default(),
         })
     }
@@ -102,18 +107,30 @@ impl Pkcs11Backend {
         }
     }
 
-    /// Runs `job` on the blocking pool under a permit, bounded by the operation timeout.
+    /// Runs `job` under a permit: inline while the module answers fast and a worker may be
+    /// lent, else on the blocking pool bounded by the operation timeout.
     async fn call<T, F>(&self, job: F) -> Result<T, KeyError>
     where
         T: Send + 'static,
         F: FnOnce(&Engine) -> Result<T, KeyError> + Send + 'static,
     {
         let permit = self.permit().await?;
+        if let Some(slot) = self.inline.slot().await {
+            self.in_use.inc();
+            let start = Instant::now();
+            let result = job(&self.engine);
+            self.inline.record(start.elapsed());
+            self.in_use.dec();
+            drop((slot, permit));
+            return result;
+        }
         let engine = self.engine.clone();
-        let in_use = self.in_use.clone();
+        let (in_use, inline) = (self.in_use.clone(), self.inline.clone());
         in_use.inc();
         let task = tokio::task::spawn_blocking(move || {
+            let start = Instant::now();
             let result = job(&engine);
+            inline.record(start.elapsed());
             // Release the engine before the permit: once `shutdown` holds every permit, no
             // worker holds the module any more.
             drop(engine);

@@ -5,3 +5,4 @@
 mod backend;
 mod dev;
 mod digest;
+mod slow;
