@@ -43,9 +43,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
 
-pub use audit::{
-    DecisionLogCounters, DigestTotals, LifecycleTotals, SpaceTotals, UploadTotals,
-};
+pub use audit::{DecisionLogCounters, DigestTotals, LifecycleTotals, SpaceTotals, UploadTotals};
 pub use credentials::CredentialRecord;
 pub use unauthorized::PolicyRefusal;
 

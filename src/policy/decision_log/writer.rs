@@ -19,9 +19,9 @@ use super::digest::{Feed, Job, Reason};
 use super::files::{open_file, resume};
 use super::lifecycle::{LifecycleStats, Notice};
 use super::line::{self, Position};
-use super::space::SpaceWatch;
 use super::retention::{self, Evidence};
 use super::segments::next_rotation;
+use super::space::SpaceWatch;
 use super::{DecisionLogConfig, DecisionLogError, DecisionRecord, Health, Message};
 
 /// A line waiting to be written: a decision, or a retention record whose sender waits for it.
