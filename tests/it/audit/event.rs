@@ -34,17 +34,23 @@ def load(name):
     with open(f"{spec}/{name}") as f:
         return json.load(f)
 event, policy_input = load("decision-log-event.schema.json"), load("policy-input.schema.json")
+retention = load("decision-log-retention.schema.json")
 registry = Registry().with_resources(
-    [(s["$id"], Resource.from_contents(s)) for s in (event, policy_input)])
-Draft202012Validator.check_schema(event)
-validator = Draft202012Validator(event, registry=registry)
-bad = 0
+    [(s["$id"], Resource.from_contents(s)) for s in (event, policy_input, retention)])
+for schema in (event, retention):
+    Draft202012Validator.check_schema(schema)
+validators = {kind: Draft202012Validator(schema, registry=registry)
+              for kind, schema in (("decision", event), ("retention", retention))}
+bad, kinds = 0, {"decision": 0, "retention": 0}
 with open(sys.argv[2]) as f:
     for number, line in enumerate(f, 1):
-        for error in validator.iter_errors(json.loads(line)):
+        value = json.loads(line)
+        kind = "retention" if value.get("event") == "retention" else "decision"
+        kinds[kind] += 1
+        for error in validators[kind].iter_errors(value):
             bad += 1
-            print(f"line {number}: {error.json_path}: {error.message}")
-print(f"{number} lines, {bad} errors")
+            print(f"line {number} ({kind}): {error.json_path}: {error.message}")
+print(f"{number} lines ({kinds['decision']} decisions, {kinds['retention']} retention), {bad} errors")
 sys.exit(1 if bad else 0)
 "#;
 
@@ -172,8 +178,10 @@ fn python() -> std::path::PathBuf {
     python
 }
 
-/// Validates every line of `log` against the event schema with Python's jsonschema.
-pub fn validate(log: &Path) {
+/// Validates every line of `log` with Python's jsonschema: decision events against the event
+/// schema, retention lines against decision-log-retention.schema.json. Returns the validator's
+/// summary (`N lines (D decisions, R retention), 0 errors`).
+pub fn validate(log: &Path) -> String {
     let spec = Path::new(env!("CARGO_MANIFEST_DIR")).join("xks-spec");
     let out = Command::new(python())
         .arg("-c")
@@ -182,10 +190,11 @@ pub fn validate(log: &Path) {
         .arg(log)
         .output()
         .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         out.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
+        "{stdout}{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    stdout
 }

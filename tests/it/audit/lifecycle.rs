@@ -189,6 +189,11 @@ async fn retention_records_what_it_drops_and_verify_tells_it_from_a_file_removed
             })
     });
     assert!(named, "a retention line names {}", first["prev_file"]);
+    // Decision events and retention lines each match their schema.
+    let all = root.path().join("all-lines.log");
+    std::fs::write(&all, &everything).unwrap();
+    let summary = super::event::validate(&all);
+    assert!(!summary.contains(" 0 retention"), "{summary}");
     // A file removed by hand is missing, not dropped: one in the middle ...
     let copy = root.path().join("copy");
     std::fs::create_dir(&copy).unwrap();
