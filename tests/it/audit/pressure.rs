@@ -301,3 +301,88 @@ async fn low_space_warns_before_the_reserve_refuses_and_recovers() {
     assert_eq!(decision_lines(&log).len(), answered);
     verify(&log);
 }
+
+/// The rotated files of `log`, oldest first (`decisions.log.1`, `.2`, ...).
+fn rotated_files(log: &Path) -> Vec<String> {
+    let prefix = format!("{}.", log.file_name().unwrap().to_str().unwrap());
+    let mut numbered: Vec<(u64, String)> = std::fs::read_dir(log.parent().unwrap())
+        .unwrap()
+        .filter_map(|e| {
+            let name = e.unwrap().file_name().into_string().unwrap();
+            let n = name.strip_prefix(&prefix)?.parse().ok()?;
+            Some((n, name))
+        })
+        .collect();
+    numbered.sort();
+    numbered.into_iter().map(|(_, name)| name).collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn low_space_retires_the_oldest_files_early_until_space_is_ample_again() {
+    let fs = Tmpfs::mount(8 * MIB);
+    let log = fs.path().join("decisions.log");
+    // Small plain rotated files, so each one dropped frees a known amount; retention's own
+    // limits are far away: only the disk-space watch drops anything.
+    let settings = "compression = \"none\"\nrotate_bytes = 131072\nmin_free_bytes = 3145728\n\
+                    min_free_percent = 0";
+    let server = KeygateProcess::start(&config_with_log(&log, settings), LOG);
+    let mut xks = Client::connect(server.addr).await;
+    let mut answered = 0;
+    while rotated_files(&log).len() < 8 {
+        xks_encrypt(&mut xks).await.expect_ok();
+        answered += 1;
+    }
+    let before = rotated_files(&log);
+
+    // 200 KiB short of min_free_bytes: two files of 128 KiB must go, oldest first, each
+    // recorded in the chain before it is removed, and nothing else.
+    let mark = server.log().len();
+    let filler = fs.fill_to("filler", 3 * MIB - 200 * 1024);
+    server.wait_for_log_after(mark, "decision log free space low");
+    wait_until(
+        PATIENCE,
+        "space ample again by early retention alone",
+        || gauge(&server, "keygate_decision_log_low_space") == 0.0,
+    );
+    server.wait_for_log_after(mark, "decision log free space recovered");
+    let after = rotated_files(&log);
+    let dropped = &before[..before.len() - after.len()];
+    assert!(
+        (2..=3).contains(&dropped.len()),
+        "dropped {dropped:?}; left {after:?}"
+    );
+    assert_eq!(after, before[dropped.len()..], "the oldest go first");
+    let m = metrics(&server);
+    assert_eq!(
+        metric(&m, "keygate_decision_log_retention_deletions_total"),
+        dropped.len() as f64
+    );
+    assert!(metric(&m, "keygate_decision_log_early_retention_requests_total") >= 2.0);
+    // Requests were served throughout, and are served now.
+    xks_encrypt(&mut xks).await.expect_ok();
+    answered += 1;
+    assert_no_secrets(&server);
+    assert!(server.stop().status.success());
+    std::fs::remove_file(filler).unwrap();
+
+    // Every dropped file is named by a retention line for disk space, and the log that is
+    // left verifies as cut by the retention policy.
+    let lines = decision_lines(&log);
+    let named: Vec<String> = lines
+        .iter()
+        .filter(|l| l["event"] == "retention")
+        .inspect(|l| assert_eq!(l["reason"], "disk_space", "{l}"))
+        .flat_map(|l| l["dropped"].as_array().unwrap().clone())
+        .map(|d| d["file"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(named, dropped, "one retention line per file, in order");
+    let glob = format!("{}*", log.display());
+    let out = keygate(&["audit", "verify", &glob]);
+    let said =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{said}");
+    assert!(said.contains("dropped by the retention policy"), "{said}");
+    // Each judged request has its line in the files that are left or in those dropped.
+    let decisions = lines.iter().filter(|l| l["event"].is_null()).count();
+    assert!(decisions <= answered && decisions > 0);
+}

@@ -17,9 +17,22 @@ const RETENTION_RETRY: Duration = Duration::from_secs(10);
 impl Writer {
     /// Looks at the free space when due and acts on a change.
     pub(super) fn watch_space(&mut self) {
-        let Some(change) = self.space.look(&self.health.space, Instant::now()) else {
-            return;
-        };
+        if let Some(change) = self.space.look(&self.health.space, Instant::now()) {
+            self.on_change(change);
+        }
+        // While space stays short, early retention is asked for again every
+        // [`RETENTION_RETRY`]: each pass drops at least the oldest retirable rotated file, until
+        // space is ample again or nothing is left that may go.
+        if self.space.state() != Space::Ample
+            && self
+                .retention_asked
+                .is_none_or(|at| at.elapsed() >= RETENTION_RETRY)
+        {
+            self.on_low_space("free space still low");
+        }
+    }
+
+    fn on_change(&mut self, change: Change) {
         match change {
             Change::Moved(_, Space::Exhausted) => {
                 // Retention runs in the background; the next look sees what it freed.
@@ -111,9 +124,17 @@ impl Writer {
     /// thread drops the oldest retirable rotated files (urgent: limits halved, at least one
     /// file) in the background; its retention line is written even below the reserve.
     fn on_low_space(&mut self, why: &str) {
+        // One INFO line per low-space episode (and per reminder), not one per pass.
+        let quiet = self
+            .retention_asked
+            .is_some_and(|at| at.elapsed() < super::super::space::REMINDER);
         self.retention_asked = Some(Instant::now());
         self.health.space.count_early_retention();
         self.notice.enforce_retention(true);
+        if quiet {
+            tracing::debug!(reason = why, "decision log early retention requested again");
+            return;
+        }
         tracing::info!(
             reason = why,
             dir = %self.space.dir().display(),
