@@ -89,24 +89,12 @@ fn dev_writes_a_decision_log_the_banner_names() {
     let cwd = tempfile::tempdir().unwrap();
     let server = DevServer::start(cwd.path(), Path::new("kd"), &[]);
     assert_eq!(server.decision_log, "kd/decisions.log");
+    let flags = server.client_flags(&server.prefix);
+    let mut args: Vec<&str> = vec!["load"];
+    args.extend(flags.iter().map(String::as_str));
+    args.extend(["--op", "encrypt", "--connections", "1", "--duration", "1s"]);
     let out = crate::support::process::run_bounded(
-        &[
-            "load",
-            "--url",
-            &format!("https://127.0.0.1:{}", server.port),
-            "--prefix",
-            &server.prefix,
-            "--access-key-id",
-            &server.access_key_id,
-            "--cacert",
-            server.data("tls/ca.pem").to_str().unwrap(),
-            "--op",
-            "encrypt",
-            "--connections",
-            "1",
-            "--duration",
-            "1s",
-        ],
+        &args,
         &[("KEYGATE_SECRET", &server.secret())],
         std::time::Duration::from_secs(60),
     );

@@ -5,9 +5,11 @@
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
+
+use crate::support::wait_until;
 
 const KEYGATE: &str = env!("CARGO_BIN_EXE_keygate");
 
@@ -28,17 +30,6 @@ fn keygate_with_secret(args: &[&str], secret: Option<&str>) -> Output {
 
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
-}
-
-/// Calls `condition` until it holds; fails the test after `limit`.
-fn wait_for(what: &str, limit: Duration, mut condition: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !condition() {
-        assert!(
-            Instant::now() < deadline,
-            "{what}: not reached within {limit:?}"
-        );
-    }
 }
 
 /// `keygate serve --dev` on a free port in a temp dir, with what its banner says.
@@ -78,46 +69,33 @@ impl DevServer {
 
     /// A short `keygate load --json` run of `op` on `key_id`, with `--prefix prefix`.
     fn load(&self, op: &str, key_id: &str, prefix: &str) -> (Output, Option<Value>) {
-        let ca = self.ca();
-        let out = keygate_with_secret(
-            &[
-                "load",
-                "--url",
-                &self.endpoint,
-                "--prefix",
-                prefix,
-                "--access-key-id",
-                &self.access_key_id,
-                "--cacert",
-                &ca,
-                "--op",
-                op,
-                "--key-id",
-                key_id,
-                "--connections",
-                "1",
-                "--duration",
-                "200ms",
-                "--json",
-            ],
-            Some(&self.secret()),
-        );
+        let flags = self.server.client_flags(prefix);
+        let mut args: Vec<&str> = vec!["load"];
+        args.extend(flags.iter().map(String::as_str));
+        args.extend(["--op", op, "--key-id", key_id]);
+        args.extend(["--connections", "1", "--duration", "200ms", "--json"]);
+        let out = keygate_with_secret(&args, Some(&self.secret()));
         let report = serde_json::from_slice(&out.stdout).ok();
         (out, report)
     }
 
     /// `keygate conformance` with the connection flags given, and the dev server's secret.
     fn conformance(&self, flags: &[&str]) -> Output {
-        let mut args = vec![
-            "conformance",
-            "--url",
-            &self.endpoint,
-            "--access-key-id",
-            &self.access_key_id,
-        ];
-        args.extend_from_slice(flags);
-        keygate_with_secret(&args, Some(&self.secret()))
+        conformance(&self.endpoint, &self.access_key_id, &self.secret(), flags)
     }
+}
+
+/// `keygate conformance --url url --access-key-id access_key_id` with `flags` and `secret`.
+fn conformance(url: &str, access_key_id: &str, secret: &str, flags: &[&str]) -> Output {
+    let mut args = vec![
+        "conformance",
+        "--url",
+        url,
+        "--access-key-id",
+        access_key_id,
+    ];
+    args.extend_from_slice(flags);
+    keygate_with_secret(&args, Some(secret))
 }
 
 /// A load report with at least one request and no error of any kind.
@@ -125,6 +103,19 @@ fn all_ok(report: &Option<Value>) -> bool {
     report
         .as_ref()
         .is_some_and(|r| r["errors"] == 0 && r["ok"].as_u64().unwrap_or(0) > 0)
+}
+
+/// `keygate keys --config config create key_id --keystore keystore`.
+fn keys_create(config: &str, key_id: &str, keystore: &str) -> Output {
+    keygate(&[
+        "keys",
+        "--config",
+        config,
+        "create",
+        key_id,
+        "--keystore",
+        keystore,
+    ])
 }
 
 fn mode(path: &Path) -> u32 {
@@ -148,15 +139,7 @@ fn keys_create_with_keystore_lets_the_running_server_use_the_key() {
     let mode_before = mode(&config_path);
 
     // An unknown key store: exit 64, and neither the key nor the file changed.
-    let out = keygate(&[
-        "keys",
-        "--config",
-        config_arg,
-        "create",
-        "bar",
-        "--keystore",
-        "no-such-store",
-    ]);
+    let out = keys_create(config_arg, "bar", "no-such-store");
     let stderr = text(&out.stderr);
     assert_eq!(out.status.code(), Some(64), "{stderr}");
     assert!(
@@ -173,15 +156,7 @@ fn keys_create_with_keystore_lets_the_running_server_use_the_key() {
     );
     assert_eq!(std::fs::read_to_string(&config_path).unwrap(), before);
 
-    let out = keygate(&[
-        "keys",
-        "--config",
-        config_arg,
-        "create",
-        "bar",
-        "--keystore",
-        &keystore,
-    ]);
+    let out = keys_create(config_arg, "bar", &keystore);
     let stdout = text(&out.stdout);
     assert!(out.status.success(), "{stdout}{}", text(&out.stderr));
     assert!(
@@ -202,22 +177,14 @@ fn keys_create_with_keystore_lets_the_running_server_use_the_key() {
     assert_eq!(mode(&config_path), mode_before);
 
     // The running server reloads its config (a 2 s poll) and then encrypts with `bar`.
-    wait_for("an encrypt with bar", Duration::from_secs(30), || {
+    wait_until(Duration::from_secs(30), "an encrypt with bar", || {
         all_ok(&server.load("encrypt", "bar", &prefix).1)
     });
 
     // A key the key store already lists is not listed twice.
     let listed = after.replace("\"bar\"]", "\"bar\", \"qux\"]");
     std::fs::write(&config_path, &listed).unwrap();
-    let out = keygate(&[
-        "keys",
-        "--config",
-        config_arg,
-        "create",
-        "qux",
-        "--keystore",
-        &keystore,
-    ]);
+    let out = keys_create(config_arg, "qux", &keystore);
     let stdout = text(&out.stdout);
     assert!(out.status.success(), "{stdout}{}", text(&out.stderr));
     assert!(
@@ -281,17 +248,11 @@ fn conformance_stops_at_the_first_transport_failure() {
         (silent_port, "no response within 300ms"),
     ] {
         let url = format!("http://127.0.0.1:{port}");
-        let out = keygate_with_secret(
-            &[
-                "conformance",
-                "--url",
-                &url,
-                "--access-key-id",
-                "AKIAIOSFODNN7EXAMPLE",
-                "--timeout",
-                "300ms",
-            ],
-            Some("wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"),
+        let out = conformance(
+            &url,
+            "AKIAIOSFODNN7EXAMPLE",
+            "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+            &["--timeout", "300ms"],
         );
         let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
         assert_eq!(out.status.code(), Some(1), "{stdout}{stderr}");

@@ -8,7 +8,7 @@ use keygate::keys::{HealthStatus, KeyBackend, KeyError, KeyUsage};
 use serde_json::json;
 
 use crate::support::bao::{self, Bao, MOUNT};
-use crate::support::{PATIENCE, eventually, fixtures::HEALTH_KEY};
+use crate::support::{PATIENCE, eventually, fixtures::HEALTH_KEY, wait_for};
 
 const AAD: &[u8] = b"framed aad";
 
@@ -113,7 +113,9 @@ async fn paused_server_times_out_and_recovers_and_a_full_pool_is_busy() {
     let bao = Bao::start();
     let token = bao.fixture("1h");
     let dir = tempfile::tempdir().unwrap();
-    let timeout = Duration::from_millis(500);
+    // A stuck request holds its connection for the whole timeout: 2 s leaves a loaded
+    // machine ample time between seeing both stuck and sending the third request.
+    let timeout = Duration::from_secs(2);
     let b = std::sync::Arc::new(backend(&bao, dir.path(), &token, |s| {
         s.request_timeout = timeout;
         s.pool_size = 2;
@@ -121,13 +123,19 @@ async fn paused_server_times_out_and_recovers_and_a_full_pool_is_busy() {
     }));
     round_trip(&b, "foo").await.unwrap();
     bao.pause();
-    let started = Instant::now();
+    // The error names the configured timeout; how soon it comes is measured, not asserted
+    // here. PATIENCE only turns a hang into a failure.
+    let call = tokio::time::timeout(PATIENCE, b.encrypt("foo", 1, b"x", AAD)).await;
     assert_eq!(
-        b.encrypt("foo", 1, b"x", AAD).await.unwrap_err(),
+        call.expect("a call to a paused server hangs").unwrap_err(),
         KeyError::Timeout(timeout)
     );
-    assert!(started.elapsed() < timeout * 3, "{:?}", started.elapsed());
     assert_ne!(b.health(HEALTH_KEY).await[0].status, HealthStatus::Active);
+    // The calls above gave up their connections: nothing is in flight at the server.
+    wait_for(PATIENCE, "earlier requests to be dropped", || {
+        bao.unread_requests() == 0
+    })
+    .await;
     // Both connections are stuck on the paused server; the third request is refused.
     let stuck: Vec<_> = (0..2)
         .map(|_| {
@@ -135,13 +143,16 @@ async fn paused_server_times_out_and_recovers_and_a_full_pool_is_busy() {
             tokio::spawn(async move { b.encrypt("foo", 1, b"x", AAD).await })
         })
         .collect();
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    let started = Instant::now();
+    wait_for(PATIENCE, "both requests stuck on the paused server", || {
+        bao.unread_requests() == 2
+    })
+    .await;
+    // Busy, not Timeout: had the request queued for a connection it would have got one
+    // when a stuck request timed out, and then timed out itself.
     assert!(matches!(
         b.encrypt("foo", 1, b"x", AAD).await,
         Err(KeyError::Busy(_))
     ));
-    assert!(started.elapsed() < Duration::from_millis(300));
     for s in stuck {
         assert_eq!(s.await.unwrap().unwrap_err(), KeyError::Timeout(timeout));
     }
@@ -162,16 +173,12 @@ async fn killed_server_fails_fast() {
     let b = backend(&bao, dir.path(), &token, |_| {});
     round_trip(&b, "foo").await.unwrap();
     bao.kill();
-    let started = Instant::now();
+    // Refused, not timed out: the error says the server cannot be reached (a wait for the
+    // request timeout would end in Timeout). How fast is for benches to measure.
     match b.encrypt("foo", 1, b"x", AAD).await {
         Err(KeyError::Unavailable(why)) => assert!(why.contains("cannot reach"), "{why}"),
         other => panic!("{other:?}"),
     }
-    assert!(
-        started.elapsed() < Duration::from_millis(500),
-        "{:?}",
-        started.elapsed()
-    );
     let h = b.health(HEALTH_KEY).await;
     assert_eq!(h[0].status, HealthStatus::Unavailable);
     assert!(
@@ -218,6 +225,8 @@ async fn tokens_are_renewed_before_they_expire() {
     let token = bao.fixture("3s");
     let dir = tempfile::tempdir().unwrap();
     let b = backend(&bao, dir.path(), &token, |_| {});
+    // Deliberate pacing, not synchronisation: a call every 250 ms for 7 s spans two TTLs,
+    // so the token must have been renewed for the calls to keep working.
     let until = Instant::now() + Duration::from_secs(7);
     while Instant::now() < until {
         round_trip(&b, "foo").await.unwrap();
@@ -260,6 +269,8 @@ async fn approle_logs_in_again_when_renewal_ends() {
         },
     );
     let b = OpenBaoBackend::open(&s).unwrap();
+    // Deliberate pacing, not synchronisation: a call every 250 ms for 11 s outlives the
+    // 5 s max TTL twice, so keygate must have logged in again for the calls to keep working.
     let until = Instant::now() + Duration::from_secs(11);
     while Instant::now() < until {
         round_trip(&b, "foo").await.unwrap();

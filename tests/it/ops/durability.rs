@@ -34,19 +34,8 @@ fn one_run(run: usize) {
     let server = DevServer::start(cwd.path(), Path::new("dev"), &[]);
     let log = server.data("decisions.log");
     let mut load = Command::new(env!("CARGO_BIN_EXE_keygate"))
-        .args([
-            "load",
-            "--url",
-            &format!("https://127.0.0.1:{}", server.port),
-        ])
-        .args([
-            "--prefix",
-            &server.prefix,
-            "--access-key-id",
-            &server.access_key_id,
-        ])
-        .arg("--cacert")
-        .arg(server.data("tls/ca.pem"))
+        .arg("load")
+        .args(server.client_flags(&server.prefix))
         .args([
             "--op",
             "encrypt",

@@ -211,6 +211,28 @@ impl Bao {
         super::wait_until(PATIENCE, "the paused bao server to stop", all_stopped);
     }
 
+    /// Requests this server holds unread: its connections (accepted or still in the listen
+    /// queue) that are open at both ends with bytes waiting, from /proc/net/tcp. While the
+    /// server is paused this is how many requests are stuck on it; a connection its client
+    /// gave up on is half closed (CLOSE_WAIT) and not counted.
+    pub fn unread_requests(&self) -> usize {
+        let port = format!(":{:04X}", self.addr.port());
+        let table = std::fs::read_to_string("/proc/net/tcp").expect("/proc/net/tcp");
+        table
+            .lines()
+            .skip(1)
+            .filter(|line| {
+                let f: Vec<&str> = line.split_whitespace().collect();
+                // local address, remote address, state (01 ESTABLISHED), tx_queue:rx_queue
+                f.len() > 4
+                    && f[1].ends_with(&port)
+                    && f[2] != "00000000:0000"
+                    && f[3] == "01"
+                    && f[4].split_once(':').is_some_and(|(_, rx)| rx != "00000000")
+            })
+            .count()
+    }
+
     pub fn resume(&self) {
         self.signal("-CONT");
     }

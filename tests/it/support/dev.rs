@@ -92,6 +92,23 @@ impl DevServer {
         self.cwd.join(&self.data_dir).join(name)
     }
 
+    /// The flags that point `keygate load` (or `conformance`) at this server under `prefix`,
+    /// trusting the dev CA; the secret goes in KEYGATE_SECRET.
+    pub fn client_flags(&self, prefix: &str) -> Vec<String> {
+        [
+            "--url",
+            &format!("https://127.0.0.1:{}", self.port),
+            "--prefix",
+            prefix,
+            "--access-key-id",
+            &self.access_key_id,
+            "--cacert",
+            self.data("tls/ca.pem").to_str().unwrap(),
+        ]
+        .map(str::to_owned)
+        .to_vec()
+    }
+
     pub fn secret(&self) -> String {
         std::fs::read_to_string(self.data("keystore.secret"))
             .unwrap()

@@ -299,3 +299,46 @@ pub async fn run(tool: &str, args: &[&str]) -> Output {
 pub async fn curl(args: &[&str]) -> Output {
     run("curl", args).await
 }
+
+/// The four client certificates an mTLS listener must refuse, each with the reason it is
+/// counted under.
+pub fn refused_kinds(set: &DevSet) -> [(&'static str, Pair, tls::RefusalReason); 4] {
+    use tls::RefusalReason::{Expired, SelfSigned, UnknownCa, WrongName};
+    [
+        ("expired", set.client_expired.clone(), Expired),
+        ("self-signed", set.client_self_signed.clone(), SelfSigned),
+        ("other CA", set.client_other_ca.clone(), UnknownCa),
+        ("wrong name", set.client_wrong_name.clone(), WrongName),
+    ]
+}
+
+/// `curl -sS -v` to `url` trusting `ca`, with `client`'s certificate when given, then
+/// `args` (request options, TLS version flags): (success, stdout, stderr).
+pub async fn curl_mtls(
+    url: &str,
+    ca: &Path,
+    client: Option<&Pair>,
+    args: &[&str],
+) -> (bool, String, String) {
+    let mut all = vec![
+        "-sS",
+        "-v",
+        "--max-time",
+        "20",
+        "--cacert",
+        ca.to_str().unwrap(),
+    ];
+    if let Some(pair) = client {
+        all.extend([
+            "--cert",
+            pair.cert.to_str().unwrap(),
+            "--key",
+            pair.key.to_str().unwrap(),
+        ]);
+    }
+    all.extend_from_slice(args);
+    all.push(url);
+    let out = curl(&all).await;
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    (out.status.success(), text(&out.stdout), text(&out.stderr))
+}

@@ -99,15 +99,9 @@ async fn curl_sigv4(f: &Fixture, client: Option<&Pair>, flags: &[&str]) -> (bool
         f.server.addr.port(),
         health_path()
     );
-    let user = format!("{}:{}", AK, SECRET);
+    let user = format!("{AK}:{SECRET}");
     let body = health_body().to_string();
     let mut args = vec![
-        "-sS",
-        "-v",
-        "--max-time",
-        "20",
-        "--cacert",
-        f.set.ca.cert.to_str().unwrap(),
         "--aws-sigv4",
         "aws:amz:us-east-1:kms-xks-proxy",
         "--user",
@@ -117,44 +111,8 @@ async fn curl_sigv4(f: &Fixture, client: Option<&Pair>, flags: &[&str]) -> (bool
         "-d",
         &body,
     ];
-    if let Some(pair) = client {
-        args.extend([
-            "--cert",
-            pair.cert.to_str().unwrap(),
-            "--key",
-            pair.key.to_str().unwrap(),
-        ]);
-    }
     args.extend_from_slice(flags);
-    args.push(&url);
-    let out = tls::curl(&args).await;
-    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
-    (out.status.success(), text(&out.stdout), text(&out.stderr))
-}
-
-fn refused_kinds(set: &DevSet) -> [(&'static str, Pair, RefusalReason); 4] {
-    [
-        (
-            "expired",
-            set.client_expired.clone(),
-            RefusalReason::Expired,
-        ),
-        (
-            "self-signed",
-            set.client_self_signed.clone(),
-            RefusalReason::SelfSigned,
-        ),
-        (
-            "other CA",
-            set.client_other_ca.clone(),
-            RefusalReason::UnknownCa,
-        ),
-        (
-            "wrong name",
-            set.client_wrong_name.clone(),
-            RefusalReason::WrongName,
-        ),
-    ]
+    tls::curl_mtls(&url, &f.set.ca.cert, client, &args).await
 }
 
 #[tokio::test]
@@ -173,7 +131,7 @@ async fn curl_aws_sigv4_over_tls12_and_tls13_and_each_refused_certificate() {
             stderr.contains(&format!("SSL connection using {version}")),
             "{stderr}"
         );
-        for (kind, pair, _) in refused_kinds(&f.set) {
+        for (kind, pair, _) in tls::refused_kinds(&f.set) {
             let (ok, _, stderr) = curl_sigv4(&f, Some(&pair), flags).await;
             assert!(!ok, "{kind}");
             assert!(
@@ -186,7 +144,7 @@ async fn curl_aws_sigv4_over_tls12_and_tls13_and_each_refused_certificate() {
     }
     let tls = f.server.tls();
     let refusals = tls.refusals();
-    for (kind, _, reason) in refused_kinds(&f.set) {
+    for (kind, _, reason) in tls::refused_kinds(&f.set) {
         assert_eq!(refusals.count(reason), 2, "{kind}");
     }
     assert_eq!(refusals.count(RefusalReason::NoCertificate), 2);
@@ -195,7 +153,7 @@ async fn curl_aws_sigv4_over_tls12_and_tls13_and_each_refused_certificate() {
 #[tokio::test]
 async fn rustls_clients_with_refused_certificates_get_handshake_failure() {
     let f = start(true).await;
-    for (kind, pair, _) in refused_kinds(&f.set) {
+    for (kind, pair, _) in tls::refused_kinds(&f.set) {
         for version in [&TLS13, &TLS12] {
             let config = tls::client_config(&f.set.ca.cert, Some(&pair), &[version]);
             assert_eq!(

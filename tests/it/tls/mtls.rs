@@ -26,36 +26,10 @@ async fn a_valid_client_certificate_is_accepted_and_its_subject_reported() {
     }
 }
 
-fn refused_kinds(server: &Server) -> [(&'static str, Pair, RefusalReason); 4] {
-    let set = &server.set;
-    [
-        (
-            "expired",
-            set.client_expired.clone(),
-            RefusalReason::Expired,
-        ),
-        (
-            "self-signed",
-            set.client_self_signed.clone(),
-            RefusalReason::SelfSigned,
-        ),
-        (
-            "other CA",
-            set.client_other_ca.clone(),
-            RefusalReason::UnknownCa,
-        ),
-        (
-            "wrong name",
-            set.client_wrong_name.clone(),
-            RefusalReason::WrongName,
-        ),
-    ]
-}
-
 #[tokio::test]
 async fn each_refused_certificate_gets_handshake_failure_from_rustls_clients() {
     let server = start(true).await;
-    for (kind, pair, reason) in refused_kinds(&server) {
+    for (kind, pair, reason) in refused_kinds(&server.set) {
         for version in [&TLS13, &TLS12] {
             let config = client_config(&server.set.ca.cert, Some(&pair), &[version]);
             let err = refused(server.addr, config).await;
@@ -97,27 +71,7 @@ async fn no_client_certificate_is_refused_and_counted() {
 
 async fn curl_with(server: &Server, pair: Option<&Pair>, flags: &[&str]) -> (bool, String, String) {
     let url = format!("https://localhost:{}/mtls", server.addr.port());
-    let mut args = vec![
-        "-sS",
-        "-v",
-        "--max-time",
-        "20",
-        "--cacert",
-        server.set.ca.cert.to_str().unwrap(),
-    ];
-    if let Some(pair) = pair {
-        args.extend([
-            "--cert",
-            pair.cert.to_str().unwrap(),
-            "--key",
-            pair.key.to_str().unwrap(),
-        ]);
-    }
-    args.extend_from_slice(flags);
-    args.push(&url);
-    let out = curl(&args).await;
-    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
-    (out.status.success(), text(&out.stdout), text(&out.stderr))
+    curl_mtls(&url, &server.set.ca.cert, pair, flags).await
 }
 
 #[tokio::test]
@@ -130,7 +84,7 @@ async fn curl_sees_tls_alert_handshake_failure_for_each_refused_certificate() {
             stdout.starts_with(&format!("subject={CLIENT_NAME} ")),
             "{stdout}"
         );
-        for (kind, pair, _) in refused_kinds(&server) {
+        for (kind, pair, _) in refused_kinds(&server.set) {
             let (ok, _, stderr) = curl_with(&server, Some(&pair), flags).await;
             assert!(!ok, "{kind} must be refused");
             assert!(
