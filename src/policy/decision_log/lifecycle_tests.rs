@@ -3,7 +3,7 @@
 //! compressed.
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use super::chain::{GENESIS, Verified, Verifier};
 use super::segments::{self, Codec};
@@ -12,21 +12,7 @@ use super::*;
 const WAIT: Duration = Duration::from_secs(20);
 
 fn record(n: u64) -> DecisionRecord {
-    DecisionRecord {
-        timestamp: SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000 + n),
-        input: serde_json::value::to_raw_value(
-            &serde_json::json!({"operation": "Encrypt", "n": n}),
-        )
-        .unwrap(),
-        decision: Some((true, vec![])),
-        error: None,
-        requested_by: Some("127.0.0.1:1".into()),
-        req_id: n,
-        eval_ns: 1,
-        revision: "rev".into(),
-        error_name: None,
-        mask: Default::default(),
-    }
+    super::line::allowed_for_test(n, serde_json::json!({"operation": "Encrypt", "n": n}))
 }
 
 fn config(path: &Path, compression: Option<Codec>, keep_files: usize) -> DecisionLogConfig {

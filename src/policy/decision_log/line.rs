@@ -318,6 +318,24 @@ pub(crate) fn body(record: &DecisionRecord, instance_id: &str, at: &Position<'_>
         })
 }
 
+/// An allowed decision numbered `n` on `input`, judged at 1,800,000,000 + `n` seconds: the
+/// record the writer, digest, upload and lifecycle tests append.
+#[cfg(test)]
+pub(crate) fn allowed_for_test(n: u64, input: serde_json::Value) -> DecisionRecord {
+    DecisionRecord {
+        timestamp: SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_800_000_000 + n),
+        input: serde_json::value::to_raw_value(&input).unwrap(),
+        decision: Some((true, vec![])),
+        error: None,
+        requested_by: Some("127.0.0.1:1".into()),
+        req_id: n,
+        eval_ns: 1,
+        revision: "rev".into(),
+        error_name: None,
+        mask: Default::default(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -15,21 +15,10 @@ use crate::signing::Ed25519FileKey;
 const WAIT: Duration = Duration::from_secs(10);
 
 fn record(n: u64) -> DecisionRecord {
-    DecisionRecord {
-        timestamp: SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000 + n),
-        input: serde_json::value::to_raw_value(
-            &serde_json::json!({"operation": "Encrypt", "request_metadata": {"kmsRequestId": format!("req-{n}")}}),
-        )
-        .unwrap(),
-        decision: Some((true, vec![])),
-        error: None,
-        requested_by: Some("127.0.0.1:1".into()),
-        req_id: n,
-        eval_ns: 1,
-        revision: "rev".into(),
-        error_name: None,
-        mask: Default::default(),
-    }
+    crate::policy::decision_log::line::allowed_for_test(
+        n,
+        serde_json::json!({"operation": "Encrypt", "request_metadata": {"kmsRequestId": format!("req-{n}")}}),
+    )
 }
 
 struct Setup {

@@ -329,21 +329,10 @@ fn find(file: &File, seq: u64) -> (u64, bool) {
 mod tests {
     use super::*;
     use crate::policy::decision_log::{DecisionLog, DecisionLogConfig, DecisionRecord};
-    use std::time::{Duration, SystemTime};
+    use std::time::Duration;
 
     fn record(n: u64) -> DecisionRecord {
-        DecisionRecord {
-            timestamp: SystemTime::UNIX_EPOCH + Duration::from_secs(n),
-            input: serde_json::value::to_raw_value(&serde_json::json!({"n": n})).unwrap(),
-            decision: Some((true, vec![])),
-            error: None,
-            requested_by: Some("127.0.0.1:1".into()),
-            req_id: n,
-            eval_ns: 1,
-            revision: "rev".into(),
-            error_name: None,
-            mask: Default::default(),
-        }
+        crate::policy::decision_log::line::allowed_for_test(n, serde_json::json!({"n": n}))
     }
 
     /// A log of `n` lines rotated every few lines.
