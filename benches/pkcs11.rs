@@ -5,6 +5,7 @@
 //!   handle and attributes are cached: C_GenerateRandom (12-byte IV) and the above;
 //! - `backend_encrypt`: the same through keygate's PKCS#11 backend (permit, session pool,
 //!   handle cache, inline call).
+//!
 //! Sequential calls on an otherwise idle process, so time per call ≈ CPU per call.
 //!
 //! By default the token is SoftHSMv2's: like the tests, the bench re-runs itself with
