@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Load benchmark: starts a release keygate (HTTPS, embedded default policy, decision log on,
-# software backend unless BACKEND=softhsm2 or openbao) and drives it with `keygate load` at 1, 16 and 64
-# connections for each operation, then writes a markdown table with throughput, latency
-# percentiles, errors and the server's CPU time per request (utime+stime of the server
-# process from /proc/PID/stat, before and after each run, divided by the requests served).
+# software backend unless BACKEND=softhsm2, kryoptic or openbao) and drives it with
+# `keygate load` at 1, 16 and 64 connections for each operation, then writes a markdown table
+# with throughput, latency percentiles, errors and the server's CPU time per request
+# (utime+stime of the server process from /proc/PID/stat, before and after each run, divided
+# by the requests served).
 #
 # The load generator runs on the same machine and competes with the server for the CPUs.
 #

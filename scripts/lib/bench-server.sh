@@ -4,13 +4,18 @@
 # Environment:
 #   SCHEME=https|http     https (default): a fresh development CA and server certificate for
 #                         127.0.0.1 from `keygate certs dev`
-#   BACKEND=software|softhsm2|openbao
+#   BACKEND=software|softhsm2|kryoptic|openbao
 #                         softhsm2: a fresh SoftHSMv2 token (needs softhsm2-util), keys made
 #                         with `keygate keys`, non-extractable and sensitive; SESSIONS
 #                         (session_pool_size, 8), PKCS11_MODULE (a module to serve through
 #                         instead of SoftHSMv2's own, e.g. a shim that forwards to it) and
 #                         OBJECTSTORE (SoftHSMv2's objectstore.backend, file), QUEUE_WAIT_MS
 #                         (queue_wait_ms, 50)
+#                         kryoptic: a fresh Kryoptic token (sqlite store, its own KRYOPTIC_CONF),
+#                         initialised with OpenSC's pkcs11-tool, keys made with `keygate keys`;
+#                         the module from KRYOPTIC_MODULE (default
+#                         target/kryoptic/libkryoptic_pkcs11-1.5.4.so, scripts/kryoptic.sh
+#                         builds it); SESSIONS and QUEUE_WAIT_MS as for softhsm2
 #                         openbao: a fresh `bao server -dev` on 127.0.0.1:BAO_PORT (18200), the
 #                         keys made with `keygate keys` as root, keygate on a token limited to
 #                         them (bao from KEYGATE_BAO, PATH or .venv/bin/bao; POOL connections, 32)
@@ -23,7 +28,8 @@
 #   KEYGATE_BIN=PATH      binary to use (default: cargo build --release, target/release/keygate)
 #
 # Sets: BIN work url prefix access_key_id secret server_pid decision_log tls_flags (array),
-# kms_socket (with KMS_V2=1), softhsm_env (array, for commands that touch the token), bao_pid
+# kms_socket (with KMS_V2=1), softhsm_env (array, the environment of commands that touch the
+# token: SOFTHSM2_CONF or KRYOPTIC_CONF), bao_pid
 # (openbao). Installs an EXIT trap that stops
 # the server and removes $work unless KEEP=1.
 
@@ -104,6 +110,24 @@ case "$BACKEND" in
     printf '[backend]\nkind = "pkcs11"\nhealth_key = "keygate-health"\n[backend.pkcs11]\nmodule = "%s"\ntoken_label = "bench"\npin_file = "pin"\nsofthsm2_conf = "softhsm2.conf"\nsession_pool_size = %s\nqueue_wait_ms = %s\n\n' \
       "$module" "${SESSIONS:-8}" "${QUEUE_WAIT_MS:-50}" >>"$config"
     ;;
+  kryoptic)
+    command -v pkcs11-tool >/dev/null || { echo "BACKEND=kryoptic needs pkcs11-tool (apt-get install -y opensc)" >&2; exit 1; }
+    module=$(realpath "${KRYOPTIC_MODULE:-target/kryoptic/libkryoptic_pkcs11-1.5.4.so}")
+    [ -f "$module" ] || { echo "no Kryoptic module at $module (scripts/kryoptic.sh builds it)" >&2; exit 1; }
+    printf '[[slots]]\nslot = 1\ndescription = "keygate bench"\ndbtype = "sqlite"\ndbargs = "%s"\n' \
+      "$work/token.sql" >"$work/kryoptic.conf"
+    softhsm_env=(env "KRYOPTIC_CONF=$work/kryoptic.conf")
+    so_pin=$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')
+    pin=$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')
+    "${softhsm_env[@]}" pkcs11-tool --module "$module" --slot 1 --init-token --label bench \
+      --so-pin "$so_pin" >/dev/null
+    "${softhsm_env[@]}" pkcs11-tool --module "$module" --token-label bench --login --login-type so \
+      --so-pin "$so_pin" --init-pin --pin "$pin" >/dev/null 2>&1
+    (umask 077 && printf '%s' "$pin" >"$work/pin")
+    unset so_pin
+    printf '[backend]\nkind = "pkcs11"\nhealth_key = "keygate-health"\n[backend.pkcs11]\nmodule = "%s"\ntoken_label = "bench"\npin_file = "pin"\nsession_pool_size = %s\nqueue_wait_ms = %s\n\n' \
+      "$module" "${SESSIONS:-8}" "${QUEUE_WAIT_MS:-50}" >>"$config"
+    ;;
   openbao)
     bao_bin=${KEYGATE_BAO:-$(command -v bao || echo .venv/bin/bao)}
     [ -x "$bao_bin" ] || { echo "BACKEND=openbao needs bao (scripts/test.sh installs it into .venv)" >&2; exit 1; }
@@ -130,7 +154,7 @@ case "$BACKEND" in
     (umask 077 && printf '%s' "$bao_root" >"$work/bao.token")
     export BAO_TOKEN=$bao_root
     ;;
-  *) echo "BACKEND must be software, softhsm2 or openbao" >&2; exit 1 ;;
+  *) echo "BACKEND must be software, softhsm2, kryoptic or openbao" >&2; exit 1 ;;
 esac
 
 if [ -n "${POLICY_DIR:-}" ]; then
