@@ -5,6 +5,7 @@
 pub mod digest;
 pub mod event;
 mod lifecycle;
+mod bounded;
 mod mask;
 mod pressure;
 mod upload;
