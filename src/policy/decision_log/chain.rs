@@ -249,7 +249,8 @@ impl Verifier {
 
     /// Verify the lines of one file (named `file` in reports).
     pub fn verify_text(&mut self, file: &str, text: &str) -> Result<(), Break> {
-        self.verify_reader(file, text.as_bytes(), &mut ()).map(|_| ())
+        self.verify_reader(file, text.as_bytes(), &mut ())
+            .map(|_| ())
     }
 
     /// Verify the lines `reader` yields (one file, named `file` in reports), holding one line
@@ -276,7 +277,11 @@ impl Verifier {
                 }
             };
             let Some(text) = raw.strip_suffix(b"\n") else {
-                return Err(brk(file, number, "the last line is incomplete (no newline)"));
+                return Err(brk(
+                    file,
+                    number,
+                    "the last line is incomplete (no newline)",
+                ));
             };
             let text = text.strip_suffix(b"\r").unwrap_or(text);
             let line = std::str::from_utf8(text)

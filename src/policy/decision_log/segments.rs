@@ -201,7 +201,9 @@ impl<R: BufRead> Lines<R> {
     /// The next line with its newline (none on an incomplete last line); `None` at the end.
     pub fn next_line(&mut self) -> Result<Option<&[u8]>, LineError> {
         self.line.clear();
-        let limit = u64::try_from(self.max).unwrap_or(u64::MAX).saturating_add(1);
+        let limit = u64::try_from(self.max)
+            .unwrap_or(u64::MAX)
+            .saturating_add(1);
         let read = (&mut self.reader)
             .take(limit)
             .read_until(b'\n', &mut self.line)

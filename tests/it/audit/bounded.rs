@@ -53,7 +53,10 @@ fn verify_streams_a_log_larger_than_its_address_space_plain_and_compressed() {
     let plain = dir.path().join("d.log");
     let last = write_log(&plain);
     let size = std::fs::metadata(&plain).unwrap().len();
-    assert!(size > 3 * LIMIT, "the log ({size} bytes) must dwarf the limit");
+    assert!(
+        size > 3 * LIMIT,
+        "the log ({size} bytes) must dwarf the limit"
+    );
     let want = format!("OK: {LINES} lines in 1 files");
 
     let (ok, out) = verify_limited(&plain);

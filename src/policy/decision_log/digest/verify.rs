@@ -431,10 +431,19 @@ fn locate(spans: &[(&Path, Span)], seq: u64) -> (PathBuf, usize) {
     for (path, span) in spans {
         let (first, end) = range(span);
         if span.first_seq.is_some() && (first..end).contains(&seq) {
-            return (path.to_path_buf(), usize::try_from(seq - first + 1).unwrap_or(0));
+            return (
+                path.to_path_buf(),
+                usize::try_from(seq - first + 1).unwrap_or(0),
+            );
         }
     }
-    (spans.last().map(|(p, _)| p.to_path_buf()).unwrap_or_default(), 0)
+    (
+        spans
+            .last()
+            .map(|(p, _)| p.to_path_buf())
+            .unwrap_or_default(),
+        0,
+    )
 }
 
 fn brk(path: &Path, line: usize, reason: &str) -> Break {
