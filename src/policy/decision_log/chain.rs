@@ -176,6 +176,24 @@ pub struct Verified {
     pub dropped_files: usize,
 }
 
+/// One verified file: its first line's seq (`None`: an empty file) and its number of lines.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Span {
+    pub first_seq: Option<u64>,
+    pub lines: usize,
+}
+
+/// Sees the bytes of each line as read (its newline included) once the line has been checked,
+/// for checks over whole files (a digest's SHA-256 of a file's prefix).
+pub trait Tap {
+    fn line(&mut self, seq: u64, bytes: &[u8]);
+}
+
+/// No check over whole files.
+impl Tap for () {
+    fn line(&mut self, _: u64, _: &[u8]) {}
+}
+
 /// State carried from line to line (and file to file).
 #[derive(Debug, Default)]
 pub struct Verifier {
@@ -207,13 +225,7 @@ impl Verifier {
             ..Self::default()
         };
         for path in paths {
-            let name = path.display().to_string();
-            let text = super::segments::read_text(path).map_err(|e| Break {
-                file: name.clone(),
-                line: 0,
-                reason: format!("cannot read: {e}"),
-            })?;
-            verifier.verify_text(&name, &text)?;
+            verifier.verify_path(path, &mut ())?;
         }
         verifier.finish()
     }
@@ -226,19 +238,62 @@ impl Verifier {
         }
     }
 
+    /// Verify one file, plain or compressed, streamed line by line; `tap` sees each checked
+    /// line's bytes.
+    pub fn verify_path(&mut self, path: &Path, tap: &mut dyn Tap) -> Result<Span, Break> {
+        let name = path.display().to_string();
+        let cannot = |e: std::io::Error| brk(&name, 0, &format!("cannot read: {e}"));
+        let reader = super::segments::reader(path).map_err(cannot)?;
+        self.verify_reader(&name, reader, tap)
+    }
+
     /// Verify the lines of one file (named `file` in reports).
     pub fn verify_text(&mut self, file: &str, text: &str) -> Result<(), Break> {
-        if !text.is_empty() && !text.ends_with('\n') {
-            let line = text.lines().count();
-            return Err(brk(file, line, "the last line is incomplete (no newline)"));
-        }
-        for (index, line) in text.lines().enumerate() {
-            let number = index + 1;
+        self.verify_reader(file, text.as_bytes(), &mut ())
+            .map(|_| ())
+    }
+
+    /// Verify the lines `reader` yields (one file, named `file` in reports), holding one line
+    /// at a time.
+    pub fn verify_reader(
+        &mut self,
+        file: &str,
+        reader: impl std::io::BufRead,
+        tap: &mut dyn Tap,
+    ) -> Result<Span, Break> {
+        let mut lines = super::segments::Lines::new(reader);
+        let mut span = Span::default();
+        loop {
+            let number = span.lines + 1;
+            let raw = match lines.next_line() {
+                Ok(Some(raw)) => raw,
+                Ok(None) => return Ok(span),
+                Err(super::segments::LineError::Io(e)) => {
+                    return Err(brk(file, 0, &format!("cannot read: {e}")));
+                }
+                Err(super::segments::LineError::TooLong(max)) => {
+                    let why = format!("the line is longer than {max} bytes: not a decision log");
+                    return Err(brk(file, number, &why));
+                }
+            };
+            let Some(text) = raw.strip_suffix(b"\n") else {
+                return Err(brk(
+                    file,
+                    number,
+                    "the last line is incomplete (no newline)",
+                ));
+            };
+            let text = text.strip_suffix(b"\r").unwrap_or(text);
+            let line = std::str::from_utf8(text)
+                .map_err(|e| brk(file, number, &format!("not valid UTF-8: {e}")))?;
             let link = open_line(line).map_err(|reason| brk(file, number, &reason))?;
             self.follow(file, number, &link)?;
             self.check_point(file, number, &link)?;
+            tap.line(link.seq, raw);
             self.lines += 1;
             self.last_line = number;
+            span.lines = number;
+            span.first_seq.get_or_insert(link.seq);
             if self.first.is_none() {
                 self.first = Some(link.clone());
             }
@@ -247,7 +302,6 @@ impl Verifier {
                 .extend(link.dropped.iter().map(|d| (seq, d.clone())));
             self.last = Some((link, file.to_owned()));
         }
-        Ok(())
     }
 
     /// A checkpoint at this line's seq must carry this line's hash.
@@ -375,6 +429,10 @@ pub fn file_name(path: &str) -> String {
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| path.to_owned())
 }
+
+#[cfg(test)]
+#[path = "chain_stream_tests.rs"]
+mod stream_tests;
 
 #[cfg(test)]
 mod tests {

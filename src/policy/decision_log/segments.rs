@@ -164,6 +164,60 @@ pub fn reader(path: &Path) -> std::io::Result<Box<dyn BufRead>> {
     })
 }
 
+/// Longest line a reader of the log accepts (the bound the uploader's cursor has too): a longer
+/// one is not a decision-log line, and reading it whole would take memory without bound.
+pub const MAX_LINE: usize = 16 * 1024 * 1024;
+
+/// Why the next line could not be read.
+#[derive(Debug)]
+pub enum LineError {
+    Io(std::io::Error),
+    /// The line runs on past this many bytes without a newline.
+    TooLong(usize),
+}
+
+/// A file's lines, one at a time, each at most [`MAX_LINE`] bytes: memory stays one line
+/// whatever the file's size.
+#[derive(Debug)]
+pub struct Lines<R> {
+    reader: R,
+    line: Vec<u8>,
+    max: usize,
+}
+
+impl<R: BufRead> Lines<R> {
+    pub fn new(reader: R) -> Self {
+        Self::with_max(reader, MAX_LINE)
+    }
+
+    pub fn with_max(reader: R, max: usize) -> Self {
+        Self {
+            reader,
+            line: Vec::new(),
+            max,
+        }
+    }
+
+    /// The next line with its newline (none on an incomplete last line); `None` at the end.
+    pub fn next_line(&mut self) -> Result<Option<&[u8]>, LineError> {
+        self.line.clear();
+        let limit = u64::try_from(self.max)
+            .unwrap_or(u64::MAX)
+            .saturating_add(1);
+        let read = (&mut self.reader)
+            .take(limit)
+            .read_until(b'\n', &mut self.line)
+            .map_err(LineError::Io)?;
+        if read == 0 {
+            return Ok(None);
+        }
+        if self.line.len() > self.max && self.line.last() != Some(&b'\n') {
+            return Err(LineError::TooLong(self.max));
+        }
+        Ok(Some(&self.line))
+    }
+}
+
 /// The whole text of a log file, plain or compressed.
 pub fn read_text(path: &Path) -> std::io::Result<String> {
     let mut text = String::new();

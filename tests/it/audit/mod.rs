@@ -2,6 +2,7 @@
 //! shipping to an OPA decision-log collector, and signed digests checked by
 //! `keygate audit verify`; the log under disk pressure on a real small filesystem.
 
+mod bounded;
 pub mod digest;
 pub mod event;
 mod lifecycle;

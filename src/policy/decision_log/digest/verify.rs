@@ -13,14 +13,14 @@
 //! 4. no line follows a shutdown digest without a later digest, and the newest digest is no
 //!    older than its interval allows (else: the digests after it are missing).
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use sha2::{Digest as _, Sha256};
 
 use super::{Digest, Reason, unb64};
-use crate::policy::decision_log::chain::{self, Break, Checkpoint, Verified, Verifier};
+use crate::policy::decision_log::chain::{self, Break, Checkpoint, Span, Verified, Verifier};
+use crate::policy::decision_log::segments;
 use crate::signing::PublicKey;
 
 /// How late the newest digest may be beyond its interval before it counts as missing.
@@ -61,19 +61,28 @@ pub fn verify(
 ) -> Result<(Verified, DigestReport), Break> {
     let digests = load(dir, keys)?;
     check_chain(&digests)?;
-    let texts = read_files(files)?;
-    let first_seq = texts.first().and_then(|(_, t)| first_seq(t)).unwrap_or(0);
+    let first_seq = match files.first() {
+        Some(p) => first_seq(p)?,
+        None => 0,
+    };
     let mut all = checkpoints;
     for d in &digests {
         all.extend(checkpoints_of(d).filter(|c| c.seq >= first_seq));
     }
     let mut verifier = Verifier::with_checkpoints(all);
-    for (path, text) in &texts {
-        verifier.verify_text(&path.display().to_string(), text)?;
+    // Each file's recorded prefixes are hashed as its lines stream past the chain check.
+    let mut spans: Vec<(&Path, Span)> = Vec::with_capacity(files.len());
+    let mut prefixes = Vec::with_capacity(files.len());
+    for path in files {
+        let taken: Vec<Option<u64>> = spans.iter().map(|(_, s)| s.first_seq).collect();
+        let mut tap = Prefixes::new(path, &digests, taken);
+        let span = verifier.verify_path(path, &mut tap)?;
+        prefixes.push(tap.finish());
+        spans.push((path, span));
     }
     let verified = verifier.finish()?;
-    check_files(&texts, &digests)?;
-    let report = coverage(&texts, &digests, &verified, now)?;
+    check_files(&spans, &prefixes, &digests)?;
+    let report = coverage(&spans, &digests, &verified, now)?;
     Ok((verified, report))
 }
 
@@ -177,119 +186,186 @@ fn checkpoints_of(d: &Loaded) -> impl Iterator<Item = Checkpoint> + '_ {
     first.into_iter().chain(head)
 }
 
-fn read_files(files: &[&Path]) -> Result<Vec<(PathBuf, String)>, Break> {
-    files
-        .iter()
-        .map(|p| {
-            crate::policy::decision_log::segments::read_text(p)
-                .map(|t| (p.to_path_buf(), t))
-                .map_err(|e| whole(p, &format!("cannot read: {e}")))
-        })
-        .collect()
+/// The seq of a file's first line (0 when it has none that opens), read without the rest.
+fn first_seq(path: &Path) -> Result<u64, Break> {
+    let reader = segments::reader(path).map_err(|e| whole(path, &format!("cannot read: {e}")))?;
+    let line = match segments::Lines::new(reader).next_line() {
+        Ok(line) => line.and_then(|l| std::str::from_utf8(l).ok().map(str::to_owned)),
+        Err(segments::LineError::Io(e)) => return Err(whole(path, &format!("cannot read: {e}"))),
+        Err(segments::LineError::TooLong(_)) => None,
+    };
+    Ok(line
+        .and_then(|l| chain::open_line(l.trim_end_matches(['\n', '\r'])).ok())
+        .map_or(0, |l| l.seq))
 }
 
-fn first_seq(text: &str) -> Option<u64> {
-    chain::open_line(text.lines().next()?).ok().map(|l| l.seq)
+/// A file's first seq and the seq after its last line (`(0, 0)` for an empty file).
+fn range(span: &Span) -> (u64, u64) {
+    let first = span.first_seq.unwrap_or(0);
+    (first, first + span.lines as u64)
 }
 
 /// Every file entry of every digest against the given file it names (found by first seq).
-fn check_files(texts: &[(PathBuf, String)], digests: &[Loaded]) -> Result<(), Break> {
-    let spans: Vec<(u64, u64)> = texts
-        .iter()
-        .map(|(_, t)| {
-            let first = first_seq(t).unwrap_or(0);
-            (first, first + t.lines().count() as u64)
-        })
-        .collect();
-    let given_first = spans.first().map_or(0, |s| s.0);
-    let mut by_file: BTreeMap<usize, Vec<(u64, &str, &Loaded)>> = BTreeMap::new();
+fn check_files(
+    spans: &[(&Path, Span)],
+    prefixes: &[Result<(), Break>],
+    digests: &[Loaded],
+) -> Result<(), Break> {
+    let given_first = spans.first().map_or(0, |(_, s)| range(s).0);
     for d in digests {
         for entry in &d.digest.files {
-            let at = spans.iter().position(|s| s.0 == entry.first_seq);
-            match at {
-                Some(i) => by_file
-                    .entry(i)
-                    .or_default()
-                    .push((entry.bytes, &entry.sha256, d)),
-                None if entry.last_seq < given_first => {} // an older file, not given
-                None => {
-                    let inside = spans.iter().zip(texts).find(|((a, b), _)| {
-                        (*a..*b).contains(&entry.first_seq) || (*a..*b).contains(&entry.last_seq)
-                    });
-                    let why = format!(
-                        "lists {} (seq {}..{}), but no file given starts at seq {}",
-                        entry.name, entry.first_seq, entry.last_seq, entry.first_seq
-                    );
-                    return Err(match inside {
-                        Some(((a, _), (path, _))) => brk(
-                            path,
-                            1,
-                            &format!(
-                                "this file starts at seq {a}, but digest {} recorded {} starting \
-                                 at seq {}: its first lines were removed",
-                                d.name, entry.name, entry.first_seq
-                            ),
-                        ),
-                        None => whole(&d.path, &why),
-                    });
-                }
+            if spans.iter().any(|(_, s)| range(s).0 == entry.first_seq)
+                || entry.last_seq < given_first
+            {
+                continue; // found, or an older file not given
+            }
+            let inside = spans.iter().find(|(_, s)| {
+                let (a, b) = range(s);
+                (a..b).contains(&entry.first_seq) || (a..b).contains(&entry.last_seq)
+            });
+            let why = format!(
+                "lists {} (seq {}..{}), but no file given starts at seq {}",
+                entry.name, entry.first_seq, entry.last_seq, entry.first_seq
+            );
+            return Err(match inside {
+                Some((path, s)) => brk(
+                    path,
+                    1,
+                    &format!(
+                        "this file starts at seq {}, but digest {} recorded {} starting at seq \
+                         {}: its first lines were removed",
+                        range(s).0,
+                        d.name,
+                        entry.name,
+                        entry.first_seq
+                    ),
+                ),
+                None => whole(&d.path, &why),
+            });
+        }
+    }
+    prefixes.iter().cloned().collect()
+}
+
+/// The SHA-256 of each recorded prefix of one file, hashed in one pass as its lines are read:
+/// the entries of every digest that name the file (by its first seq, unless an earlier file
+/// given starts at that seq too), shortest first.
+struct Prefixes<'a> {
+    path: &'a Path,
+    digests: &'a [Loaded],
+    /// First seqs of the files before this one.
+    taken: Vec<Option<u64>>,
+    /// `None` until the first line: then this file's entries, sorted by length.
+    entries: Option<Vec<(u64, &'a str, &'a Loaded)>>,
+    next: usize,
+    sha: Sha256,
+    /// Bytes hashed, and newlines among them.
+    done: u64,
+    newlines: usize,
+    failed: Option<Break>,
+}
+
+impl<'a> Prefixes<'a> {
+    fn new(path: &'a Path, digests: &'a [Loaded], taken: Vec<Option<u64>>) -> Self {
+        Self {
+            path,
+            digests,
+            taken,
+            entries: None,
+            next: 0,
+            sha: Sha256::new(),
+            done: 0,
+            newlines: 0,
+            failed: None,
+        }
+    }
+
+    fn begin(&mut self, first_seq: u64) -> Vec<(u64, &'a str, &'a Loaded)> {
+        let earlier = self.taken.iter().any(|t| t.unwrap_or(0) == first_seq);
+        let mut entries: Vec<(u64, &'a str, &'a Loaded)> = self
+            .digests
+            .iter()
+            .flat_map(|d| d.digest.files.iter().map(move |e| (e, d)))
+            .filter(|(e, _)| !earlier && e.first_seq == first_seq)
+            .map(|(e, d)| (e.bytes, e.sha256.as_str(), d))
+            .collect();
+        entries.sort_by_key(|e| e.0);
+        entries
+    }
+
+    /// Checks the entries that end where the bytes hashed so far end.
+    fn check_reached(&mut self) {
+        let Some(entries) = &self.entries else { return };
+        while let Some((len, expected, d)) = entries.get(self.next) {
+            if *len != self.done || self.failed.is_some() {
+                return;
+            }
+            self.next += 1;
+            if hex::encode(self.sha.clone().finalize()) != *expected {
+                let lines = self.newlines;
+                self.failed = Some(brk(
+                    self.path,
+                    lines,
+                    &format!(
+                        "its first {len} bytes (lines 1-{lines}) do not have the SHA-256 digest \
+                         {} recorded: the file was changed after that digest",
+                        d.name
+                    ),
+                ));
             }
         }
     }
-    for (i, mut entries) in by_file {
-        let Some((path, text)) = texts.get(i) else {
-            continue;
-        };
-        entries.sort_by_key(|e| e.0);
-        check_prefixes(path, text.as_bytes(), &entries)?;
-    }
-    Ok(())
-}
 
-/// The SHA-256 of each recorded prefix of one file, hashed in one pass.
-fn check_prefixes(
-    path: &Path,
-    bytes: &[u8],
-    entries: &[(u64, &str, &Loaded)],
-) -> Result<(), Break> {
-    let mut sha = Sha256::new();
-    let mut done = 0usize;
-    for (len, expected, d) in entries {
-        let len = usize::try_from(*len).unwrap_or(usize::MAX);
-        let Some(more) = bytes.get(done..len) else {
-            return Err(brk(
-                path,
-                bytes.split(|b| *b == b'\n').count().saturating_sub(1),
+    /// The first problem with this file's prefixes, once all of it was read.
+    fn finish(mut self) -> Result<(), Break> {
+        if self.entries.is_none() {
+            self.entries = Some(self.begin(0)); // an empty file
+        }
+        self.check_reached();
+        if let Some(failed) = self.failed {
+            return Err(failed);
+        }
+        match self.entries.as_ref().and_then(|e| e.get(self.next)) {
+            Some((len, _, d)) => Err(brk(
+                self.path,
+                self.newlines,
                 &format!(
                     "digest {} recorded {len} bytes of this file, but it has {}: it was cut",
-                    d.name,
-                    bytes.len()
+                    d.name, self.done
                 ),
-            ));
-        };
-        sha.update(more);
-        done = len;
-        if hex::encode(sha.clone().finalize()) != *expected {
-            let lines = bytes
-                .get(..len)
-                .map_or(0, |b| b.iter().filter(|c| **c == b'\n').count());
-            return Err(brk(
-                path,
-                lines,
-                &format!(
-                    "its first {len} bytes (lines 1-{lines}) do not have the SHA-256 digest {} \
-                     recorded: the file was changed after that digest",
-                    d.name
-                ),
-            ));
+            )),
+            None => Ok(()),
         }
     }
-    Ok(())
+}
+
+impl chain::Tap for Prefixes<'_> {
+    fn line(&mut self, seq: u64, mut bytes: &[u8]) {
+        if self.entries.is_none() {
+            self.entries = Some(self.begin(seq));
+        }
+        loop {
+            self.check_reached();
+            let pending = self.entries.as_ref().and_then(|e| e.get(self.next));
+            let Some((len, _, _)) = pending.filter(|_| self.failed.is_none()) else {
+                return; // nothing more to check in this file: no need to hash on
+            };
+            let want = usize::try_from(len.saturating_sub(self.done)).unwrap_or(usize::MAX);
+            if bytes.is_empty() {
+                return;
+            }
+            let (now, rest) = bytes.split_at(want.min(bytes.len()));
+            self.sha.update(now);
+            self.done += now.len() as u64;
+            self.newlines += now.iter().filter(|b| **b == b'\n').count();
+            bytes = rest;
+        }
+    }
 }
 
 /// Lines after the newest digest, and whether digests are missing at the end.
 fn coverage(
-    texts: &[(PathBuf, String)],
+    spans: &[(&Path, Span)],
     digests: &[Loaded],
     verified: &Verified,
     now: SystemTime,
@@ -304,7 +380,7 @@ fn coverage(
     let d = &newest.digest;
     let uncovered = verified.last_seq.saturating_sub(d.last_seq);
     if uncovered > 0 && d.reason == Reason::Shutdown {
-        let (path, line) = locate(texts, d.last_seq + 1);
+        let (path, line) = locate(spans, d.last_seq + 1);
         return Err(brk(
             &path,
             line,
@@ -351,16 +427,23 @@ fn coverage(
 }
 
 /// The file and 1-based line holding `seq`.
-fn locate(texts: &[(PathBuf, String)], seq: u64) -> (PathBuf, usize) {
-    for (path, text) in texts {
-        if let Some(first) = first_seq(text) {
-            let count = text.lines().count() as u64;
-            if (first..first + count).contains(&seq) {
-                return (path.clone(), usize::try_from(seq - first + 1).unwrap_or(0));
-            }
+fn locate(spans: &[(&Path, Span)], seq: u64) -> (PathBuf, usize) {
+    for (path, span) in spans {
+        let (first, end) = range(span);
+        if span.first_seq.is_some() && (first..end).contains(&seq) {
+            return (
+                path.to_path_buf(),
+                usize::try_from(seq - first + 1).unwrap_or(0),
+            );
         }
     }
-    (texts.last().map(|t| t.0.clone()).unwrap_or_default(), 0)
+    (
+        spans
+            .last()
+            .map(|(p, _)| p.to_path_buf())
+            .unwrap_or_default(),
+        0,
+    )
 }
 
 fn brk(path: &Path, line: usize, reason: &str) -> Break {
