@@ -3,6 +3,9 @@
 //! Sequential calls on an otherwise idle process, so time per call ≈ CPU per call.
 //!
 //! Like the tests, the bench re-runs itself with SOFTHSM2_CONF pointing at a fresh token.
+//! KEYGATE_BENCH_PKCS11_MODULE (another SoftHSMv2 build, e.g. one with the db object store)
+//! and KEYGATE_BENCH_OBJECTSTORE (its objectstore.backend, default file) measure another
+//! module: the bench then makes the token itself, through that module.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -10,7 +13,7 @@
     clippy::indexing_slicing
 )]
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
@@ -27,6 +30,8 @@ use keygate::keys::KeyUsage;
 use keygate::keys::pkcs11::{Pkcs11Admin, Pkcs11Backend};
 
 const DIR_VAR: &str = "KEYGATE_PKCS11_BENCH_DIR";
+const MODULE_VAR: &str = "KEYGATE_BENCH_PKCS11_MODULE";
+const STORE_VAR: &str = "KEYGATE_BENCH_OBJECTSTORE";
 const PLAINTEXT: &[u8; 32] = b"0123456789abcdef0123456789abcdef";
 const AAD: &[u8; 31] = b"keygate bench additional data..";
 
@@ -42,7 +47,10 @@ fn main() {
             .unwrap();
         std::process::exit(status.code().unwrap_or(1));
     };
-    let token = init_softhsm_token(&PathBuf::from(dir), "keygate-bench").unwrap();
+    let token = match std::env::var_os(MODULE_VAR) {
+        Some(module) => init_other_module(&PathBuf::from(dir), PathBuf::from(module)),
+        None => init_softhsm_token(&PathBuf::from(dir), "keygate-bench").unwrap(),
+    };
     {
         let mut admin = Pkcs11Admin::open(&token.settings().unwrap()).unwrap();
         use keygate::keys::KeyAdmin;
@@ -54,6 +62,55 @@ fn main() {
     raw_encrypt(&mut c, &token);
     backend_encrypt(&mut c, &token);
     c.final_summary();
+}
+
+/// A fresh token through `module` (a SoftHSMv2 build) with the object store STORE_VAR names:
+/// C_InitToken on the free slot, the user PIN set by the SO.
+fn init_other_module(dir: &Path, module: PathBuf) -> SoftHsmToken {
+    let store = std::env::var(STORE_VAR).unwrap_or_else(|_| "file".to_owned());
+    let tokens = dir.join("tokens");
+    std::fs::create_dir_all(&tokens).unwrap();
+    let conf = SoftHsmToken::conf_path(dir);
+    std::fs::write(
+        &conf,
+        format!(
+            "directories.tokendir = {}\nobjectstore.backend = {store}\nlog.level = ERROR\n\
+             slots.removable = false\n",
+            tokens.display()
+        ),
+    )
+    .unwrap();
+    let token = SoftHsmToken {
+        dir: dir.to_path_buf(),
+        conf,
+        pin_file: dir.join("pin"),
+        label: "keygate-bench".to_owned(),
+        module,
+    };
+    let p11 = Pkcs11::new(&token.module).unwrap();
+    p11.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK))
+        .unwrap();
+    let free = p11
+        .get_slots_with_token()
+        .unwrap()
+        .into_iter()
+        .find(|s| !p11.get_token_info(*s).unwrap().token_initialized())
+        .unwrap();
+    let so_pin = AuthPin::from("bench-so-pin");
+    p11.init_token(free, &so_pin, &token.label).unwrap();
+    let slot = p11
+        .get_slots_with_token()
+        .unwrap()
+        .into_iter()
+        .find(|s| p11.get_token_info(*s).unwrap().label() == token.label)
+        .unwrap();
+    let session = p11.open_rw_session(slot).unwrap();
+    session.login(UserType::So, Some(&so_pin)).unwrap();
+    session.init_pin(&AuthPin::from("bench-user-pin")).unwrap();
+    drop(session);
+    p11.finalize().unwrap();
+    std::fs::write(&token.pin_file, "bench-user-pin\n").unwrap();
+    token
 }
 
 /// One C_Encrypt (AES-GCM, 32 B plaintext, 31 B AAD) on a logged-in session, cached handle.
