@@ -11,6 +11,9 @@
 #   - with KRYOPTIC_MODULE=PATH (a Kryoptic PKCS#11 module, scripts/kryoptic.sh builds one):
 #     the same in-process benches and keygate encrypts on a fresh Kryoptic token (sqlite
 #     store), a second token implementation next to SoftHSMv2;
+#   - with DB_MODULE=PATH (a SoftHSMv2 built with the SQLite object store,
+#     scripts/softhsm2-db.sh prints its path): the same on a fresh db-store token
+#     (softhsm2-db), next to Debian's file store;
 # (scripts/bench-load.sh: HTTPS, embedded default policy, decision log on; server CPU =
 # utime+stime of the server process / requests served). It prints the medians over the rounds
 # and the goals of the HSM path as pass/fail, each from the median of the per-round values:
@@ -33,10 +36,11 @@
 #   ROUNDS=1 DURATION=5s SLOW=0 scripts/bench-pkcs11.sh
 #   KEYGATE_BIN=/path/to/keygate scripts/bench-pkcs11.sh      # another build, same rounds
 #   KRYOPTIC_MODULE=target/kryoptic/libkryoptic_pkcs11-1.5.4.so SLOW=0 scripts/bench-pkcs11.sh
+#   DB_MODULE=$(scripts/softhsm2-db.sh) SLOW=0 scripts/bench-pkcs11.sh   # file vs db store
 #
 # Writes the report to OUT (bench-pkcs11.md). Environment: ROUNDS, DURATION (8s per load run),
 # SLOW, SLOW_SESSIONS, DELAY_US, OBJECTSTORE (SoftHSMv2's objectstore.backend, file), KEYGATE_BIN,
-# KRYOPTIC_MODULE.
+# KRYOPTIC_MODULE, DB_MODULE (and DB_UTIL, default DB_MODULE's ../../bin/softhsm2-util).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -55,6 +59,12 @@ if [ -n "${KRYOPTIC_MODULE:-}" ]; then
   export KRYOPTIC_MODULE
   tokens="softhsm2 kryoptic"
 fi
+if [ -n "${DB_MODULE:-}" ]; then
+  DB_MODULE=$(realpath "$DB_MODULE")
+  DB_UTIL=${DB_UTIL:-$(dirname "$(dirname "$(dirname "$DB_MODULE")")")/bin/softhsm2-util}
+  [ -f "$DB_MODULE" ] && [ -x "$DB_UTIL" ] || { echo "bench-pkcs11: no $DB_MODULE or $DB_UTIL" >&2; exit 1; }
+  tokens="$tokens softhsm2-db"
+fi
 if [ "$SLOW" = 1 ]; then
   command -v gcc >/dev/null || { echo "bench-pkcs11: the slow-HSM mode needs gcc" >&2; exit 1; }
 fi
@@ -72,11 +82,15 @@ rows="$work/rows.tsv" # round backend op connections requests/s p99 cpu errors
 
 # One bench-load run; appends its rows, tagged with the round and backend.
 load() {
-  local round=$1 backend=$2 ops=$3
-  BACKEND=$backend OPS=$ops CONNECTIONS="16 64" DURATION="$DURATION" OUT="$work/load.md" \
+  local round=$1 token=$2 ops=$3 backend=$2 extra=()
+  if [ "$token" = softhsm2-db ]; then
+    backend=softhsm2
+    extra=(PKCS11_MODULE="$DB_MODULE" SOFTHSM2_UTIL="$DB_UTIL" OBJECTSTORE=db)
+  fi
+  env "${extra[@]}" BACKEND="$backend" OPS="$ops" CONNECTIONS="16 64" DURATION="$DURATION" OUT="$work/load.md" \
     scripts/bench-load.sh 2>"$work/load.err" || { cat "$work/load.err" >&2; exit 1; }
   # bench-load rows: | op | connections | requests/s | p50 | p90 | p99 | max | errors | cpu | bao |
-  awk -F'|' -v r="$round" -v b="$backend" '$3 ~ /^ *[0-9]+ *$/ {
+  awk -F'|' -v r="$round" -v b="$token" '$3 ~ /^ *[0-9]+ *$/ {
     gsub(/ /, ""); print r "\t" b "\t" $2 "\t" $3 "\t" $4 "\t" $7 "\t" $10 "\t" $9
   }' "$work/load.md" >>"$rows"
 }
@@ -100,6 +114,19 @@ raw() {
     env=(env "KRYOPTIC_CONF=$dir/kryoptic.conf" "KEYGATE_PKCS11_BENCH_MODULE=$KRYOPTIC_MODULE"
       KEYGATE_PKCS11_BENCH_LABEL=bench "KEYGATE_PKCS11_BENCH_PIN_FILE=$dir/pin"
       KEYGATE_PKCS11_BENCH_NAME=kryoptic)
+  elif [ "$token" = softhsm2-db ]; then
+    # A fresh db-store token each round, made by that build's own softhsm2-util.
+    local dir="$work/softhsm2-db-$round" pin
+    mkdir -p "$dir/tokens"
+    printf 'directories.tokendir = %s\nobjectstore.backend = db\nlog.level = ERROR\n' \
+      "$dir/tokens" >"$dir/softhsm2.conf"
+    pin=$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')
+    SOFTHSM2_CONF="$dir/softhsm2.conf" "$DB_UTIL" --init-token --free --label bench \
+      --so-pin "$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')" --pin "$pin" >/dev/null
+    (umask 077 && printf '%s' "$pin" >"$dir/pin")
+    env=(env "SOFTHSM2_CONF=$dir/softhsm2.conf" "KEYGATE_PKCS11_BENCH_MODULE=$DB_MODULE"
+      KEYGATE_PKCS11_BENCH_LABEL=bench "KEYGATE_PKCS11_BENCH_PIN_FILE=$dir/pin"
+      KEYGATE_PKCS11_BENCH_NAME=softhsm2-db)
   fi
   "${env[@]}" cargo bench --locked --bench pkcs11 -- --warm-up-time 1 --measurement-time 4 \
     >"$work/raw.out" 2>&1 || { cat "$work/raw.out" >&2; exit 1; }
@@ -135,7 +162,7 @@ per_round() {
 }
 verdict() { awk -v v="$1" -v op="$2" -v goal="$3" 'BEGIN { ok = (op == "<=") ? v <= goal : v >= goal; print (ok ? "pass" : "FAIL") }'; }
 
-name() { case "$1" in softhsm2) echo SoftHSMv2 ;; kryoptic) echo Kryoptic ;; *) echo "$1" ;; esac; }
+name() { case "$1" in softhsm2) echo SoftHSMv2 ;; softhsm2-db) echo "SoftHSMv2 db" ;; kryoptic) echo Kryoptic ;; *) echo "$1" ;; esac; }
 f1() { printf '%.1f' "$1"; }
 {
   echo "HSM path against the software path: $ROUNDS paired rounds (medians), $(nproc) CPUs, HTTPS,"

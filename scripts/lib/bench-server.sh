@@ -9,7 +9,9 @@
 #                         with `keygate keys`, non-extractable and sensitive; SESSIONS
 #                         (session_pool_size, 8), PKCS11_MODULE (a module to serve through
 #                         instead of SoftHSMv2's own, e.g. a shim that forwards to it) and
-#                         OBJECTSTORE (SoftHSMv2's objectstore.backend, file), QUEUE_WAIT_MS
+#                         OBJECTSTORE (SoftHSMv2's objectstore.backend, file), SOFTHSM2_UTIL
+#                         (the softhsm2-util that makes the token, e.g. the one of a db
+#                         build: it has its own object store code), QUEUE_WAIT_MS
 #                         (queue_wait_ms, 50)
 #                         kryoptic: a fresh Kryoptic token (sqlite store, its own KRYOPTIC_CONF),
 #                         initialised with OpenSC's pkcs11-tool, keys made with `keygate keys`;
@@ -91,13 +93,14 @@ case "$BACKEND" in
     printf '[backend]\nkind = "software"\nhealth_key = "keygate-health"\n[backend.software]\nkey_file = "keys.json"\n\n' >>"$config"
     ;;
   softhsm2)
-    command -v softhsm2-util >/dev/null || { echo "BACKEND=softhsm2 needs softhsm2-util (apt-get install -y softhsm2)" >&2; exit 1; }
+    softhsm2_util=${SOFTHSM2_UTIL:-softhsm2-util}
+    command -v "$softhsm2_util" >/dev/null || { echo "BACKEND=softhsm2 needs softhsm2-util (apt-get install -y softhsm2)" >&2; exit 1; }
     mkdir -p "$work/tokens"
     printf 'directories.tokendir = %s\nobjectstore.backend = %s\nlog.level = ERROR\n' "$work/tokens" \
       "${OBJECTSTORE:-file}" >"$work/softhsm2.conf"
     softhsm_env=(env "SOFTHSM2_CONF=$work/softhsm2.conf")
     pin=$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')
-    "${softhsm_env[@]}" softhsm2-util --init-token --free --label bench \
+    "${softhsm_env[@]}" "$softhsm2_util" --init-token --free --label bench \
       --so-pin "$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')" --pin "$pin" >/dev/null
     (umask 077 && printf '%s' "$pin" >"$work/pin")
     module=""

@@ -1,0 +1,303 @@
+#!/usr/bin/env bash
+# SoftHSMv2 2.6.1 with the SQLite object store (objectstore.backend = db), which Debian's
+# package leaves out.
+#
+# 1. Installs what the build needs when missing (apt-get: build-essential, libssl-dev,
+#    libsqlite3-dev, pkg-config, debian-archive-keyring).
+# 2. Fetches Debian bookworm's source of softhsm2 2.6.1 with apt-get source (its own source
+#    list, nothing of the system's apt configuration changed), checks the upstream tarball's
+#    sha256 against the .dsc's Checksums-Sha256, and keeps both in $CACHE/src (reused).
+# 3. Builds it like Debian (OpenSSL crypto backend, no GOST, no locked memory) plus
+#    --with-objectstore-backend-db (and no p11-kit module file: nothing is installed outside
+#    $CACHE), under `flock $BUILD_LOCK`, into $CACHE: the module is
+#    $CACHE/lib/softhsm/libsofthsm2.so and the token tool $CACHE/bin/softhsm2-util (it carries
+#    its own object store code, so a db token needs this one, not Debian's). An existing build
+#    is reused.
+# 4. Prints the module path on stdout.
+#
+# With --check it then proves keygate on a db-backed token: a fresh token made with this
+# softhsm2-util, keys made with `keygate keys create`, `keygate serve` over HTTPS, then
+# `keygate conformance` and AWS's XKS test client (-a), the decision log checked with
+# `keygate audit verify`; exits non-zero when anything failed.
+#
+#   scripts/softhsm2-db.sh            # builds (or reuses) and prints the module path
+#   scripts/softhsm2-db.sh --check    # and runs conformance and the XKS suite on a db token
+#
+# Environment:
+#   CACHE=DIR            build and install dir (default target/softhsm2-db)
+#   BUILD_LOCK=FILE      lock for the build and the check (default /work/.build.lock if it
+#                        exists; empty: no lock)
+#   KEYGATE_BIN=PATH     keygate for --check (default: cargo build --release --locked)
+#   XKS_TEST_CLIENT=DIR  AWS's XKS test client (default ../shared/aws-xks-test-client)
+#   KEEP=1               keep the --check temp dir; a failed check always keeps it
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+VERSION=2.6.1
+TARBALL=softhsm2_$VERSION.orig.tar.gz
+CACHE=${CACHE:-target/softhsm2-db}
+XKS_TEST_CLIENT=${XKS_TEST_CLIENT:-../shared/aws-xks-test-client}
+if [ -z "${BUILD_LOCK+set}" ]; then
+  BUILD_LOCK=""
+  [ -e /work/.build.lock ] && BUILD_LOCK=/work/.build.lock
+fi
+check=0
+case "${1:-}" in
+  "") ;;
+  --check) check=1 ;;
+  *) echo "usage: $0 [--check]" >&2; exit 64 ;;
+esac
+
+say() { printf 'softhsm2-db: %s\n' "$*" >&2; }
+die() {
+  say "$*"
+  exit 1
+}
+lock_take() { if [ -n "$BUILD_LOCK" ]; then exec 9>>"$BUILD_LOCK" && flock 9; fi; }
+lock_release() { if [ -n "$BUILD_LOCK" ]; then exec 9>&-; fi; }
+rand_hex() { head -c "$1" /dev/urandom | od -An -tx1 | tr -d ' \n'; }
+sudo=""
+[ "$(id -u)" -eq 0 ] || sudo="sudo"
+
+# --- 1. packages -------------------------------------------------------------------------
+need=()
+pkgs=(build-essential libssl-dev libsqlite3-dev pkg-config debian-archive-keyring)
+[ "$check" = 1 ] && pkgs+=(curl jq xxd uuid-runtime)
+for p in "${pkgs[@]}"; do
+  dpkg -s "$p" >/dev/null 2>&1 || need+=("$p")
+done
+if [ "${#need[@]}" -gt 0 ]; then
+  say "installing ${need[*]}"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+
+mkdir -p "$CACHE"
+CACHE=$(realpath "$CACHE")
+module="$CACHE/lib/softhsm/libsofthsm2.so"
+util="$CACHE/bin/softhsm2-util"
+
+# --- 2. the source -------------------------------------------------------------------------
+src="$CACHE/src"
+mkdir -p "$src"
+if [ ! -f "$src/$TARBALL" ] || ! ls "$src"/softhsm2_"$VERSION"-*.dsc >/dev/null 2>&1; then
+  apt="$src/apt"
+  mkdir -p "$apt/lists/partial"
+  cat >"$apt/deb-src.sources" <<'SOURCES'
+Types: deb-src
+URIs: http://deb.debian.org/debian
+Suites: bookworm
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+SOURCES
+  aptopts=(-o Dir::Etc::SourceList=/dev/null -o Dir::Etc::SourceParts="$apt"
+    -o Dir::State::Lists="$apt/lists")
+  say "fetching softhsm2 $VERSION source (Debian bookworm deb-src)"
+  apt-get "${aptopts[@]}" update >&2
+  # The Debian packaging tarball is not served any more (404); the .dsc and the upstream
+  # tarball are, and they are all the build needs.
+  (cd "$src" && apt-get "${aptopts[@]}" source --download-only "softhsm2=$VERSION-2.1" >&2) || true
+fi
+dsc=$(ls "$src"/softhsm2_"$VERSION"-*.dsc 2>/dev/null | head -1)
+[ -n "$dsc" ] && [ -f "$src/$TARBALL" ] || die "could not fetch $TARBALL and its .dsc"
+want=$(awk -v f="$TARBALL" '/^Checksums-Sha256:/ {in_s = 1; next} /^[^ ]/ {in_s = 0}
+  in_s && $3 == f {print $1}' "$dsc")
+got=$(sha256sum "$src/$TARBALL" | awk '{print $1}')
+[ -n "$want" ] && [ "$want" = "$got" ] || die "$TARBALL sha256 $got does not match $dsc ($want)"
+say "$TARBALL sha256 $got matches $(basename "$dsc")"
+
+# --- 3. the build --------------------------------------------------------------------------
+build_secs=""
+if [ -f "$module" ] && [ -x "$util" ]; then
+  say "reusing $module"
+else
+  lock_take
+  start=$SECONDS
+  build="$CACHE/build"
+  rm -rf "$build"
+  mkdir -p "$build"
+  tar -xzf "$src/$TARBALL" -C "$build" --strip-components=1
+  say "building SoftHSMv2 $VERSION with the db object store"
+  (
+    cd "$build"
+    ./configure --prefix="$CACHE" --sysconfdir="$CACHE/etc" --with-crypto-backend=openssl \
+      --disable-gost --disable-non-paged-memory --with-objectstore-backend-db \
+      --disable-p11-kit >&2
+    make -j"$(nproc)" >&2
+    make install >&2
+  )
+  build_secs=$((SECONDS - start))
+  lock_release
+  [ -f "$module" ] && [ -x "$util" ] || die "the build did not install $module and $util"
+  say "built $module in ${build_secs}s"
+fi
+
+if [ "$check" = 0 ]; then
+  echo "$module"
+  exit 0
+fi
+
+# --- --check: keygate on a db-backed token ---------------------------------------------------
+[ -d "$XKS_TEST_CLIENT" ] || die "AWS's XKS test client not found in $XKS_TEST_CLIENT (set XKS_TEST_CLIENT)"
+if [ -z "${KEYGATE_BIN:-}" ]; then
+  lock_take
+  cargo build --release --locked >&2
+  lock_release
+  KEYGATE_BIN=target/release/keygate
+fi
+BIN=$(realpath "$KEYGATE_BIN")
+
+lock_take
+run_start=$SECONDS
+work=$(mktemp -d)
+server_pid=""
+cleanup() {
+  local rc=$?
+  if [ -n "$server_pid" ]; then
+    kill "$server_pid" 2>/dev/null || true
+    wait "$server_pid" 2>/dev/null || true
+  fi
+  if [ "${KEEP:-0}" = 1 ] || [ "$rc" -ne 0 ]; then say "kept $work"; else rm -rf "$work"; fi
+}
+trap cleanup EXIT
+
+mkdir -p "$work/tokens"
+printf 'directories.tokendir = %s\nobjectstore.backend = db\nlog.level = ERROR\nslots.removable = false\n' \
+  "$work/tokens" >"$work/softhsm2.conf"
+export SOFTHSM2_CONF="$work/softhsm2.conf"
+pin=$(rand_hex 16)
+"$util" --init-token --free --label keygate-db --so-pin "$(rand_hex 16)" --pin "$pin" >/dev/null
+(umask 077 && printf '%s' "$pin" >"$work/pin")
+unset pin
+# The db store keeps a token in one SQLite file: proof that this is the store in use.
+db_files=$(find "$work/tokens" -name sqlite3.db | wc -l)
+[ "$db_files" -eq 1 ] || die "no sqlite3.db in the token dir: the db object store is not in use"
+
+"$BIN" certs dev "$work/certs" >/dev/null
+access_key_id=$(head -c 64 /dev/urandom | base32 | tr -dc 'A-Z2-7' | head -c 24)
+secret=$(head -c 32 /dev/urandom | base64 | tr -d '\n')
+export KEYGATE_DB_SECRET="$secret"
+config="$work/keygate.toml"
+cat >"$config" <<TOML
+[server]
+listen = "127.0.0.1:0"
+region = "us-east-1"
+
+[tls]
+cert_chain = "certs/server.pem"
+key = "certs/server.key"
+
+[backend]
+kind = "pkcs11"
+health_key = "keygate-health"
+
+[backend.pkcs11]
+module = "$module"
+token_label = "keygate-db"
+pin_file = "pin"
+softhsm2_conf = "softhsm2.conf"
+
+[decision_log]
+path = "decisions.log"
+
+[[keystore]]
+name = "db"
+uri_prefix = "/db"
+keys = ["foo", "encrypt-only", "decrypt-only", "no-usage"]
+[[keystore.credential]]
+access_key_id = "$access_key_id"
+secret_env = "KEYGATE_DB_SECRET"
+TOML
+"$BIN" config check "$config" >&2
+keys() { "$BIN" keys --config "$config" "$@"; }
+keys create foo >/dev/null
+keys create encrypt-only --usage encrypt >/dev/null
+keys create decrypt-only --usage decrypt >/dev/null
+keys create no-usage --usage none >/dev/null
+keys create keygate-health >/dev/null
+
+failed=()
+# The key lifecycle on this token: disable and enable rewrite CKA_ID, rotate adds a version.
+status() { keys show spare | awk 'NR == 2 {print $3 " " $4}'; }
+keys create spare >/dev/null
+keys disable spare >/dev/null
+lifecycle="disable: $(status)"
+keys enable spare >/dev/null
+lifecycle="$lifecycle, enable: $(status)"
+keys rotate spare >/dev/null
+lifecycle="$lifecycle, rotate: $(status)"
+[ "$lifecycle" = "disable: DISABLED 1, enable: ENABLED 1, rotate: ENABLED 2" ] || failed+=(lifecycle)
+
+# 9>&-: the server does not hold the build lock.
+RUST_LOG="warn,keygate::serve=info" "$BIN" serve --config "$config" >"$work/server.out" 2>"$work/server.log" 9>&- &
+server_pid=$!
+addr=""
+for _ in $(seq 300); do
+  addr=$(sed -n '/keygate listening/s/.*"addr":"\([0-9.]*:[0-9]*\)".*/\1/p' "$work/server.log" | head -1)
+  [ -n "$addr" ] && break
+  kill -0 "$server_pid" 2>/dev/null || break
+  sleep 0.1
+done
+[ -n "$addr" ] || { cat "$work/server.log" >&2; die "keygate did not start"; }
+say "keygate on the db-backed SoftHSMv2 token at https://$addr/db"
+
+conformance_rc=0
+KEYGATE_SECRET="$secret" "$BIN" conformance --url "https://$addr" --prefix /db \
+  --access-key-id "$access_key_id" --cacert "$work/certs/ca.pem" --key-id foo \
+  --encrypt-only-key-id encrypt-only --decrypt-only-key-id decrypt-only \
+  --no-usage-key-id no-usage >"$work/conformance.out" 2>&1 || conformance_rc=$?
+conformance=$(grep -E '^[0-9]+ passed, [0-9]+ failed' "$work/conformance.out" | tail -1)
+# Every case runs (all four keys are given): a skipped case is a failure too.
+case "$conformance_rc $conformance" in
+  "0 "*" passed, 0 failed") ;;
+  *) failed+=(conformance) ;;
+esac
+grep -v '^PASS' "$work/conformance.out" >&2 || true
+
+# The test client exits 0 whatever the result: its closing line says how it went.
+aws_rc=0
+(
+  cd "$XKS_TEST_CLIENT"
+  XKS_PROXY_HOST="$addr" URI_PREFIX=db SIGV4_ACCESS_KEY_ID="$access_key_id" \
+    SIGV4_SECRET_ACCESS_KEY="$secret" SCHEME=https:// SECURE="--cacert $work/certs/ca.pem" \
+    KEY_ID=foo ENCRYPT_ONLY_KEY_ID=encrypt-only DECRYPT_ONLY_KEY_ID=decrypt-only \
+    IMPOTENT_KEY_ID=no-usage ANSI_ESCAPE=0 VERBOSE='' ./test-xks-proxy -a
+) >"$work/aws-client.out" 2>&1 || aws_rc=$?
+aws_client=$(grep -a -E 'tests (PASSED|FAILED)' "$work/aws-client.out" | tail -1 | sed 's/^[^A-Za-z]*//')
+case "$aws_rc $aws_client" in
+  "0 All "*" tests PASSED.") ;;
+  *)
+    failed+=(aws-xks-test-client)
+    grep -a -iE 'failed|error' "$work/aws-client.out" | head -40 >&2 || true
+    ;;
+esac
+
+# Stop keygate (it drains and closes the decision log), then check the log's hash chain.
+kill -TERM "$server_pid"
+server_rc=0
+wait "$server_pid" || server_rc=$?
+server_pid=""
+[ "$server_rc" -eq 0 ] || { failed+=("keygate exit $server_rc"); tail -20 "$work/server.log" >&2; }
+lines=$(wc -l <"$work/decisions.log")
+"$BIN" audit verify "$work/decisions.log" >"$work/verify.out" 2>&1 || failed+=("audit verify")
+run_secs=$((SECONDS - run_start))
+lock_release
+
+echo
+echo "SoftHSMv2 $VERSION, objectstore.backend = db"
+echo "  module:              $module"
+if [ -n "$build_secs" ]; then
+  echo "  build:               ${build_secs}s (configure and make, this run)"
+else
+  echo "  build:               cached"
+fi
+echo "  keygate conformance: ${conformance:-no result}"
+echo "  AWS XKS test client: ${aws_client:-no result}"
+echo "  key lifecycle:       $lifecycle"
+echo "  decision log:        $lines lines, $(tail -1 "$work/verify.out")"
+echo "  token, keys, tests:  ${run_secs}s"
+if [ "${#failed[@]}" -gt 0 ]; then
+  echo "FAILED: ${failed[*]}"
+  exit 1
+fi
+echo "all passed"
