@@ -167,7 +167,10 @@ pub fn run_verify(args: &VerifyArgs, out: &mut dyn Write) -> anyhow::Result<Exit
             writeln!(out, "{}", summary(&v, paths.len(), digests.as_ref()))?;
             let lost: u64 = v.lines_lost.iter().map(|(_, n)| n).sum();
             if args.fail_on_lost && lost > 0 {
-                writeln!(out, "LOST: the log records {lost} lost lines (--fail-on-lost)")?;
+                writeln!(
+                    out,
+                    "LOST: the log records {lost} lost lines (--fail-on-lost)"
+                )?;
                 return Ok(ExitCode::FAILURE);
             }
             Ok(ExitCode::SUCCESS)
@@ -253,7 +256,11 @@ fn lost_summary(lost: &[(u64, u64)]) -> String {
         return "; no lines lost".to_owned();
     }
     let total: u64 = lost.iter().map(|(_, n)| n).sum();
-    let mut seqs: Vec<String> = lost.iter().take(SHOWN).map(|(s, _)| s.to_string()).collect();
+    let mut seqs: Vec<String> = lost
+        .iter()
+        .take(SHOWN)
+        .map(|(s, _)| s.to_string())
+        .collect();
     if lost.len() > SHOWN {
         seqs.push("...".to_owned());
     }

@@ -177,7 +177,10 @@ mod tests {
                 last: t0 + Duration::from_secs(5),
             }
         );
-        assert_eq!((spans[1].reason, spans[1].count), (LossReason::Unwritable, 1));
+        assert_eq!(
+            (spans[1].reason, spans[1].count),
+            (LossReason::Unwritable, 1)
+        );
         assert!(losses.take().is_empty());
     }
 

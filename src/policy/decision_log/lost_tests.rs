@@ -51,7 +51,10 @@ fn lines_lost_while_unwritable_are_recorded_before_the_next_decision() {
     let (first, last) = (at("first_lost_at").unwrap(), at("last_lost_at").unwrap());
     assert!(before <= first && first <= last && last <= after);
     // Then the two that waited (the newest of the twelve), and the one after recovery.
-    let keys: Vec<_> = got[1..].iter().map(|l| l["input"]["key_id"].clone()).collect();
+    let keys: Vec<_> = got[1..]
+        .iter()
+        .map(|l| l["input"]["key_id"].clone())
+        .collect();
     assert_eq!(keys, ["k10", "k11", "k12"]);
     assert_eq!(recorded_losses(&path), log.lost());
     let v = verify(&[&path]).unwrap();
@@ -69,7 +72,10 @@ fn losses_just_before_shutdown_are_recorded_at_close() {
     for n in 0..2000 {
         log.record(record(n)).unwrap();
     }
-    assert!(log.lost() > 0, "a queue of one line loses some of 2000 lines");
+    assert!(
+        log.lost() > 0,
+        "a queue of one line loses some of 2000 lines"
+    );
     assert!(log.close(WAIT));
     let got = lines(&path);
     let decisions = got.iter().filter(|l| l.get("event").is_none()).count() as u64;

@@ -399,7 +399,12 @@ fn a_full_queue_counts_the_loss() {
     assert_eq!(decisions + log.lost(), 2000);
     assert_eq!(got.len() as u64, log.written());
     // Every loss is in the log: the lines_lost lines count them all.
-    let recorded: u64 = verify(&[&path]).unwrap().lines_lost.iter().map(|l| l.1).sum();
+    let recorded: u64 = verify(&[&path])
+        .unwrap()
+        .lines_lost
+        .iter()
+        .map(|l| l.1)
+        .sum();
     assert_eq!(recorded, log.lost());
 }
 
