@@ -69,6 +69,11 @@ pub struct VerifyArgs {
     /// verified later).
     #[arg(long, value_name = "TIME")]
     pub as_of: Option<String>,
+    /// Exit 1 when the log records lost lines (`lines_lost` lines: fail-open dropped lines it
+    /// could not write). Without it such a log verifies (exit 0): the chain is intact and the
+    /// loss is recorded in it, and the report says how many were lost.
+    #[arg(long)]
+    pub fail_on_lost: bool,
 }
 
 /// `keygate audit keygen`
@@ -160,6 +165,14 @@ pub fn run_verify(args: &VerifyArgs, out: &mut dyn Write) -> anyhow::Result<Exit
         }
         Ok((v, digests)) => {
             writeln!(out, "{}", summary(&v, paths.len(), digests.as_ref()))?;
+            let lost: u64 = v.lines_lost.iter().map(|(_, n)| n).sum();
+            if args.fail_on_lost && lost > 0 {
+                writeln!(
+                    out,
+                    "LOST: the log records {lost} lost lines (--fail-on-lost)"
+                )?;
+                return Ok(ExitCode::FAILURE);
+            }
             Ok(ExitCode::SUCCESS)
         }
         Err(b) => {
@@ -213,6 +226,7 @@ fn summary(v: &Verified, files: usize, digests: Option<&DigestReport>) -> String
          {} checkpoints matched; {} files dropped by retention lines",
         v.lines, v.last_seq, v.last_hash, v.checkpoints, v.dropped_files
     );
+    line.push_str(&lost_summary(&v.lines_lost));
     if let Some(d) = digests {
         let first = match d.first {
             Some((n, true)) => format!("from digest {n} (which continues an earlier one)"),
@@ -233,6 +247,28 @@ fn summary(v: &Verified, files: usize, digests: Option<&DigestReport>) -> String
         }
     }
     line
+}
+
+/// `; N lines lost in K episodes (lines_lost lines seq A, B)`, or `; no lines lost`.
+fn lost_summary(lost: &[(u64, u64)]) -> String {
+    const SHOWN: usize = 10;
+    if lost.is_empty() {
+        return "; no lines lost".to_owned();
+    }
+    let total: u64 = lost.iter().map(|(_, n)| n).sum();
+    let mut seqs: Vec<String> = lost
+        .iter()
+        .take(SHOWN)
+        .map(|(s, _)| s.to_string())
+        .collect();
+    if lost.len() > SHOWN {
+        seqs.push("...".to_owned());
+    }
+    format!(
+        "; {total} lines lost in {} episodes (lines_lost lines seq {})",
+        lost.len(),
+        seqs.join(", ")
+    )
 }
 
 fn keygen(args: &KeygenArgs) -> ExitCode {

@@ -32,6 +32,7 @@ pub mod digest;
 mod files;
 pub mod lifecycle;
 mod line;
+pub mod lost;
 pub mod mask;
 mod progress;
 pub mod retention;
@@ -151,9 +152,24 @@ pub(crate) struct Health {
     writable: AtomicBool,
     written: AtomicU64,
     lost: AtomicU64,
+    /// Lost lines not yet recorded in the log by a `lines_lost` line.
+    losses: std::sync::Mutex<lost::Losses>,
     write_errors: AtomicU64,
     /// The writer's last look at the free space.
     space: space::SpaceGauges,
+}
+
+impl Health {
+    /// Counts `count` lines lost now, for the writer's next `lines_lost` line; returns the
+    /// total lost since start. The span is recorded before the counter moves, so a writer that
+    /// sees the counter move finds the span.
+    fn lose(&self, reason: lost::LossReason, count: u64) -> u64 {
+        self.losses
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .add(reason, count, SystemTime::now());
+        self.lost.fetch_add(count, Ordering::Relaxed) + count
+    }
 }
 
 /// Messages to the writer thread.
@@ -202,6 +218,7 @@ impl DecisionLog {
             writable: AtomicBool::new(true),
             written: AtomicU64::new(0),
             lost: AtomicU64::new(0),
+            losses: std::sync::Mutex::default(),
             write_errors: AtomicU64::new(0),
             space: space::SpaceGauges::default(),
         });
@@ -396,7 +413,7 @@ impl DecisionLog {
             Ok(()) if refused => Err(DecisionLogError::Unwritable),
             Ok(()) => Ok(()),
             Err(TrySendError::Full(_)) => {
-                let lost = self.health.lost.fetch_add(1, Ordering::Relaxed) + 1;
+                let lost = self.health.lose(lost::LossReason::QueueFull, 1);
                 if lost.is_power_of_two() || lost.is_multiple_of(1000) {
                     tracing::warn!(lost, "decision log queue full: line lost");
                 }
@@ -480,5 +497,7 @@ pub(crate) fn timestamp(at: SystemTime) -> String {
 
 #[cfg(test)]
 mod lifecycle_tests;
+#[cfg(test)]
+mod lost_tests;
 #[cfg(test)]
 mod tests;

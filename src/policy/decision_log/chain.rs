@@ -53,6 +53,8 @@ pub struct Link {
     pub seq: u64,
     /// On a retention line: the files it dropped.
     pub dropped: Vec<super::retention::Dropped>,
+    /// On a lines-lost line: how many lines it records as lost.
+    pub lost: Option<u64>,
 }
 
 /// Check one line on its own (its hash over its content) and read its link.
@@ -91,6 +93,7 @@ pub fn open_line(line: &str) -> Result<Link, String> {
             .and_then(serde_json::Value::as_u64)
             .ok_or("no seq member")?,
         dropped: super::retention::dropped_in(&parsed).unwrap_or_default(),
+        lost: super::lost::count_in(&parsed),
     })
 }
 
@@ -174,6 +177,8 @@ pub struct Verified {
     pub dropped_by_retention: Option<u64>,
     /// Files the retention lines in these files record as dropped.
     pub dropped_files: usize,
+    /// The lines-lost lines in these files: (seq, lines they record as lost).
+    pub lines_lost: Vec<(u64, u64)>,
 }
 
 /// One verified file: its first line's seq (`None`: an empty file) and its number of lines.
@@ -207,6 +212,8 @@ pub struct Verifier {
     matched: usize,
     /// Files dropped by retention lines read so far, with the seq of their line.
     dropped: Vec<(u64, super::retention::Dropped)>,
+    /// Lines-lost lines read so far: (seq, count).
+    lost: Vec<(u64, u64)>,
 }
 
 impl Verifier {
@@ -298,6 +305,7 @@ impl Verifier {
                 self.first = Some(link.clone());
             }
             let seq = link.seq;
+            self.lost.extend(link.lost.map(|n| (seq, n)));
             self.dropped
                 .extend(link.dropped.iter().map(|d| (seq, d.clone())));
             self.last = Some((link, file.to_owned()));
@@ -394,6 +402,7 @@ impl Verifier {
                     })
                     .map(|(seq, _)| *seq),
                 dropped_files,
+                lines_lost: self.lost,
                 starts_from: first.prev_hash,
                 continues: first.prev_file,
                 last_hash: last.hash,
@@ -409,6 +418,7 @@ impl Verifier {
                 checkpoints: 0,
                 dropped_by_retention: None,
                 dropped_files,
+                lines_lost: self.lost,
             }),
         }
     }

@@ -6,6 +6,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::time::{Instant, SystemTime};
 
 use super::chain::{self, GENESIS};
 
@@ -75,6 +76,37 @@ pub(crate) fn resume(
         }
     }
     Ok((0, GENESIS.to_owned(), 0, None))
+}
+
+/// When the live file at `path` (`size` bytes) was started, for its rotation by age: the
+/// `timestamp` of its first line, so `rotate_interval_secs` counts from the first line across
+/// restarts (a file's mtime is its last write, and Linux offers no reliable birth time). Now
+/// for an empty file, or one whose first line has no readable timestamp; a first line from the
+/// future (a clock set back) counts as written now.
+pub(crate) fn opened_at(path: &Path, size: u64) -> Instant {
+    let now = Instant::now();
+    if size == 0 {
+        return now;
+    }
+    let Some(started) = first_line_time(path) else {
+        return now;
+    };
+    let age = SystemTime::now()
+        .duration_since(started)
+        .unwrap_or_default();
+    now.checked_sub(age).unwrap_or(now)
+}
+
+/// The `timestamp` of the first line of `path` (read up to [`TAIL_BYTES`]).
+fn first_line_time(path: &Path) -> Option<SystemTime> {
+    use std::io::BufRead;
+    let file = File::open(path).ok()?;
+    let mut line = String::new();
+    std::io::BufReader::new(file.take(TAIL_BYTES))
+        .read_line(&mut line)
+        .ok()?;
+    let value: serde_json::Value = serde_json::from_str(line.trim_end()).ok()?;
+    crate::policy::parse_rfc3339(value.get("timestamp")?.as_str()?)
 }
 
 /// Cut anything after the last newline (a line whose write was interrupted); return the size.

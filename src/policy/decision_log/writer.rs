@@ -12,13 +12,14 @@ use std::os::unix::fs::MetadataExt;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, SyncSender};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use super::chain;
 use super::digest::{Feed, Job, Reason};
-use super::files::{open_file, resume};
+use super::files::{self, open_file, resume};
 use super::lifecycle::{LifecycleStats, Notice};
 use super::line::{self, Position};
+use super::lost::{self, LossReason, Losses};
 use super::retention::{self, Evidence};
 use super::segments::next_rotation;
 use super::space::SpaceWatch;
@@ -92,6 +93,10 @@ struct Writer {
     retention_asked: Option<Instant>,
     /// Shutting down: the lines still waiting may use the reserve.
     closing: bool,
+    /// Lost lines whose `lines_lost` line is still to be written, ahead of `pending`.
+    unrecorded: Losses,
+    /// `health.lost` when the losses were last taken from `health`.
+    lost_seen: u64,
     /// Wakes the lifecycle thread: at every rotation (compression and retention follow in
     /// the background), and `notice.enforce_retention(true)` to apply retention early.
     notice: Arc<Notice>,
@@ -130,10 +135,12 @@ impl Writer {
             space: SpaceWatch::new(&config.path, config.space),
             retention_asked: None,
             closing: false,
+            unrecorded: Losses::default(),
+            lost_seen: 0,
             health,
             file: Some((file, id)),
             size,
-            opened_at: Instant::now(),
+            opened_at: files::opened_at(&config.path, size),
             seq,
             last_hash,
             prev_file,
@@ -272,9 +279,12 @@ impl Writer {
                     }
                 })
                 .count() as u64;
-            self.health.lost.fetch_add(lost, Ordering::Relaxed);
+            self.health.lose(LossReason::Unwritable, lost);
             tracing::error!(lost, path = %self.config.path.display(), "decision log cannot be written at shutdown: lines lost");
             self.pending.clear();
+        } else {
+            // Lines lost while the last ones were written: their record, if the file takes it.
+            self.write_pending();
         }
         self.checkpoint(CheckpointAt::Shutdown);
         self.digest(Reason::Shutdown);
@@ -296,7 +306,7 @@ impl Writer {
                             let _ = ack.send(Err("the log cannot be written".into()));
                         }
                         _ => {
-                            let lost = self.health.lost.fetch_add(1, Ordering::Relaxed) + 1;
+                            let lost = self.health.lose(LossReason::Unwritable, 1);
                             // Counted each; logged at 1, 2, 4, 8... and every 1000th, not per
                             // line.
                             if lost.is_power_of_two() || lost.is_multiple_of(1000) {
@@ -321,13 +331,21 @@ impl Writer {
     /// number of lines written.
     fn write_pending(&mut self) -> usize {
         let mut written = 0;
+        self.take_losses();
         // Below `reserved_bytes` the log counts as full: nothing is written.
         // Below the reserve only retention lines are written (into the reserve): early
         // retention frees space only once its evidence is on disk.
-        let mut remaining = if self.held_back() {
+        let held_back = self.held_back();
+        let mut remaining = if held_back {
             self.evidence_first()
         } else {
             usize::MAX
+        };
+        // The record of lost lines goes before any further decision (not into the reserve).
+        let mut losses = if held_back {
+            0
+        } else {
+            self.unrecorded.spans().len()
         };
         if remaining == 0 || !self.ensure_file() {
             return written;
@@ -335,13 +353,13 @@ impl Writer {
         if self.rotation_due(0) {
             self.rotate();
         }
-        while remaining > 0 && !self.pending.is_empty() {
+        while remaining > 0 && (losses > 0 || !self.pending.is_empty()) {
             let Sealed {
                 text,
                 count,
                 first,
                 last: (seq, hash),
-            } = self.seal_batch(remaining);
+            } = self.seal_batch(losses, remaining);
             remaining = remaining.saturating_sub(count);
             let Some(first) = first else {
                 self.rotate();
@@ -353,11 +371,15 @@ impl Writer {
             match self.append(text.as_bytes()) {
                 Ok(()) => {
                     // Written; a retention line must also be on disk before its files go.
+                    let recorded = count.min(losses);
+                    self.unrecorded.written(recorded);
+                    losses -= recorded;
+                    let count = count - recorded;
                     let synced = self.sync_evidence(count).map_err(|e| e.to_string());
                     if let Some(feed) = self.feed.as_mut() {
                         feed.appended(text.as_bytes(), (first.0, &first.1), seq);
                     }
-                    let first_seq = first.0;
+                    let first_seq = first.0 + recorded as u64;
                     for (at, entry) in self.pending.drain(..count).enumerate() {
                         if let Entry::Retention(_, ack) = entry {
                             let _ = ack.send(synced.clone().map(|()| first_seq + at as u64));
@@ -369,9 +391,9 @@ impl Writer {
                     self.publish_head();
                     self.health
                         .written
-                        .fetch_add(count as u64, Ordering::Relaxed);
+                        .fetch_add((count + recorded) as u64, Ordering::Relaxed);
                     self.set_writable(true, None);
-                    written += count;
+                    written += count + recorded;
                     self.space.wrote(text.len() as u64);
                     // Looks again only when these bytes may have crossed a threshold.
                     self.watch_space();
@@ -402,24 +424,46 @@ impl Writer {
         n
     }
 
-    /// Seal as many pending lines as fit in the current file, at most `limit`.
-    fn seal_batch(&self, limit: usize) -> Sealed {
+    /// Moves the losses counted since the last look into `unrecorded`, for a `lines_lost`
+    /// line each (per reason) ahead of the next decision.
+    fn take_losses(&mut self) {
+        let lost = self.health.lost.load(Ordering::Acquire);
+        if lost == self.lost_seen {
+            return;
+        }
+        self.lost_seen = lost;
+        let spans = self
+            .health
+            .losses
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        for span in spans {
+            self.unrecorded.merge(span);
+        }
+    }
+
+    /// Seal as many lines as fit in the current file, at most `limit`: first the first
+    /// `losses` records of lost lines, then pending lines.
+    fn seal_batch(&self, losses: usize, limit: usize) -> Sealed {
         let mut batch = String::new();
         let (mut seq, mut hash) = (self.seq, self.last_hash.clone());
         let mut prev_file = self.prev_file.as_deref();
         let mut count = 0;
         let mut first = None;
-        for entry in self.pending.iter().take(limit) {
+        let now = SystemTime::now();
+        let spans = self.unrecorded.spans().iter().take(losses).map(Err);
+        for entry in spans.chain(self.pending.iter().map(Ok)).take(limit) {
             let at = Position {
                 seq: seq + 1,
                 prev_hash: &hash,
                 prev_file,
             };
+            let id = &self.config.instance_id;
             let body = match entry {
-                Entry::Decision(record) => line::body(record, &self.config.instance_id, &at),
-                Entry::Retention(evidence, _) => {
-                    retention::body(evidence, &self.config.instance_id, &at)
-                }
+                Err(span) => lost::body(span, id, &at, now),
+                Ok(Entry::Decision(record)) => line::body(record, id, &at),
+                Ok(Entry::Retention(evidence, _)) => retention::body(evidence, id, &at),
             };
             let (sealed, new_hash) = chain::seal(&hash, &body);
             let grown = batch.len() as u64 + sealed.len() as u64 + 1;

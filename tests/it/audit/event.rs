@@ -35,22 +35,29 @@ def load(name):
         return json.load(f)
 event, policy_input = load("decision-log-event.schema.json"), load("policy-input.schema.json")
 retention = load("decision-log-retention.schema.json")
+lines_lost = load("decision-log-lines-lost.schema.json")
 registry = Registry().with_resources(
-    [(s["$id"], Resource.from_contents(s)) for s in (event, policy_input, retention)])
-for schema in (event, retention):
+    [(s["$id"], Resource.from_contents(s)) for s in (event, policy_input, retention, lines_lost)])
+for schema in (event, retention, lines_lost):
     Draft202012Validator.check_schema(schema)
 validators = {kind: Draft202012Validator(schema, registry=registry)
-              for kind, schema in (("decision", event), ("retention", retention))}
-bad, kinds = 0, {"decision": 0, "retention": 0}
+              for kind, schema in (("decision", event), ("retention", retention),
+                                   ("lines_lost", lines_lost))}
+bad, kinds = 0, {"decision": 0, "retention": 0, "lines_lost": 0}
 with open(sys.argv[2]) as f:
     for number, line in enumerate(f, 1):
         value = json.loads(line)
-        kind = "retention" if value.get("event") == "retention" else "decision"
+        kind = value.get("event", "decision")
+        if kind not in validators:
+            bad += 1
+            print(f"line {number}: unknown event {kind!r}")
+            continue
         kinds[kind] += 1
         for error in validators[kind].iter_errors(value):
             bad += 1
             print(f"line {number} ({kind}): {error.json_path}: {error.message}")
-print(f"{number} lines ({kinds['decision']} decisions, {kinds['retention']} retention), {bad} errors")
+print(f"{number} lines ({kinds['decision']} decisions, {kinds['retention']} retention, "
+      f"{kinds['lines_lost']} lines_lost), {bad} errors")
 sys.exit(1 if bad else 0)
 "#;
 
@@ -178,9 +185,11 @@ fn python() -> std::path::PathBuf {
     python
 }
 
-/// Validates every line of `log` with Python's jsonschema: decision events against the event
-/// schema, retention lines against decision-log-retention.schema.json. Returns the validator's
-/// summary (`N lines (D decisions, R retention), 0 errors`).
+/// Validates every line of `log` with Python's jsonschema, the schema chosen by the `event`
+/// member: decision events against the event schema, retention lines against
+/// decision-log-retention.schema.json, lines_lost lines against
+/// decision-log-lines-lost.schema.json. Returns the validator's summary
+/// (`N lines (D decisions, R retention, L lines_lost), 0 errors`).
 pub fn validate(log: &Path) -> String {
     let spec = Path::new(env!("CARGO_MANIFEST_DIR")).join("xks-spec");
     let out = Command::new(python())

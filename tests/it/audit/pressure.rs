@@ -63,7 +63,7 @@ fn decision_lines(log: &Path) -> Vec<serde_json::Value> {
         .collect()
 }
 
-fn verify(log: &Path) {
+fn verify(log: &Path) -> String {
     let out = keygate(&["audit", "verify", log.to_str().unwrap()]);
     assert!(
         out.status.success(),
@@ -71,6 +71,7 @@ fn verify(log: &Path) {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// The refusal a fail-closed XKS door answers while its log cannot be written.
@@ -200,20 +201,46 @@ async fn fail_open_counts_every_lost_line_and_recovers() {
         gauge(&server, "keygate_decision_log_lines_pending") == 0.0
     });
     let m = metrics(&server);
-    let in_file = decision_lines(&log).len();
+    let lines = decision_lines(&log);
+    let decisions = lines.iter().filter(|l| l.get("event").is_none()).count();
+    let lost = metric(&m, "keygate_decision_log_lines_lost_total");
     assert_eq!(
-        metric(&m, "keygate_decision_log_lines_lost_total"),
-        (answered - in_file) as f64,
-        "lost = answered judged requests - lines in the file"
+        lost,
+        (answered - decisions) as f64,
+        "lost = answered judged requests - decision lines in the file"
     );
     assert_eq!(
         metric(&m, "keygate_decision_log_lines_written_total"),
-        in_file as f64
+        lines.len() as f64
     );
     assert_eq!(metric(&m, "keygate_decision_log_writable"), 1.0);
+    // The log itself records every loss: lines_lost lines, before the next decision, whose
+    // counts add up to the counter.
+    let records: Vec<_> = lines
+        .iter()
+        .filter(|l| l["event"] == "lines_lost")
+        .collect();
+    let recorded: u64 = records.iter().map(|l| l["count"].as_u64().unwrap()).sum();
+    assert_eq!(recorded as f64, lost, "{records:?}");
     assert_no_secrets(&server);
     assert!(server.stop().status.success());
-    verify(&log);
+    let report = verify(&log);
+    let seqs: Vec<String> = records.iter().map(|l| l["seq"].to_string()).collect();
+    let expected = format!(
+        "{recorded} lines lost in {} episodes (lines_lost lines seq {})",
+        records.len(),
+        seqs.join(", ")
+    );
+    assert!(report.contains(&expected), "{report}");
+    super::event::validate(&log);
+    // An auditor who wants a loss to fail the check asks for it.
+    let out = keygate(&["audit", "verify", "--fail-on-lost", log.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains(&format!("LOST: the log records {recorded} lost lines")),
+        "{stdout}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
