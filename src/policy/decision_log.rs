@@ -20,6 +20,7 @@
 //! decision_log/lifecycle.rs the background thread that compresses and applies retention
 //! decision_log/space.rs    free space on the log's filesystem: thresholds, looks, gauges
 //! decision_log/writer/pressure.rs  the writer's answer to low and exhausted space
+//! decision_log/writer/live_file.rs the live file: rotation, append, sync, writable state
 //! decision_log/digest/     signed digests: format, the writer's feed, the notary thread, verify
 //! decision_log/upload/     shipping to an OPA decision-log collector (its own thread)
 //! decision_log/progress.rs shipped and digested: has this file been settled?
