@@ -43,18 +43,30 @@ fn log_files(log: &Path) -> Vec<PathBuf> {
     segments::all(log).into_iter().map(|s| s.path).collect()
 }
 
-/// Every line of the log, compressed files read through.
+/// Every line of the log, compressed files read through. The lifecycle thread may compress a
+/// file between the listing and the reading (the plain file goes, its `.zst` comes): then the
+/// files are listed and read again.
 fn local_lines(log: &Path) -> Vec<String> {
-    log_files(log)
-        .iter()
-        .flat_map(|f| {
-            segments::read_text(f)
-                .unwrap()
-                .lines()
-                .map(str::to_owned)
-                .collect::<Vec<_>>()
-        })
-        .collect()
+    let deadline = std::time::Instant::now() + PATIENCE;
+    loop {
+        let texts: Result<Vec<String>, _> = log_files(log)
+            .iter()
+            .map(|f| segments::read_text(f))
+            .collect();
+        match texts {
+            Ok(texts) => {
+                return texts
+                    .iter()
+                    .flat_map(|t| t.lines().map(str::to_owned))
+                    .collect();
+            }
+            Err(e) if std::time::Instant::now() < deadline => {
+                assert_eq!(e.kind(), std::io::ErrorKind::NotFound, "{e}");
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Err(e) => panic!("the log's files could not be read: {e}"),
+        }
+    }
 }
 
 /// `keygate audit verify` of the collector's copy.
