@@ -46,27 +46,26 @@ fn log_files(log: &Path) -> Vec<PathBuf> {
 /// Every line of the log, compressed files read through. The lifecycle thread may compress a
 /// file between the listing and the reading (the plain file goes, its `.zst` comes): then the
 /// files are listed and read again.
-fn local_lines(log: &Path) -> Vec<String> {
-    let deadline = std::time::Instant::now() + PATIENCE;
-    loop {
+async fn local_lines(log: &Path) -> Vec<String> {
+    eventually(PATIENCE, "the log's files read", async || {
         let texts: Result<Vec<String>, _> = log_files(log)
             .iter()
             .map(|f| segments::read_text(f))
             .collect();
         match texts {
-            Ok(texts) => {
-                return texts
+            Ok(texts) => Some(
+                texts
                     .iter()
                     .flat_map(|t| t.lines().map(str::to_owned))
-                    .collect();
-            }
-            Err(e) if std::time::Instant::now() < deadline => {
+                    .collect(),
+            ),
+            Err(e) => {
                 assert_eq!(e.kind(), std::io::ErrorKind::NotFound, "{e}");
-                std::thread::sleep(std::time::Duration::from_millis(20));
+                None
             }
-            Err(e) => panic!("the log's files could not be read: {e}"),
         }
-    }
+    })
+    .await
 }
 
 /// `keygate audit verify` of the collector's copy.
@@ -113,7 +112,7 @@ async fn events_arrive_gzipped_complete_and_verifiable_across_rotations() {
     .await;
     assert_eq!(
         collector.lines(),
-        local_lines(&log),
+        local_lines(&log).await,
         "the exact lines, in order"
     );
     assert!(
@@ -210,7 +209,7 @@ async fn a_collector_down_for_a_while_gets_everything_afterwards() {
         collector.lines().len() == 20
     })
     .await;
-    assert_eq!(collector.lines(), local_lines(&log));
+    assert_eq!(collector.lines(), local_lines(&log).await);
     assert!(
         collector.problems().is_empty(),
         "{:?}",
