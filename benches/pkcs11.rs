@@ -170,10 +170,7 @@ fn raw_encrypt(c: &mut Criterion, target: &Target) {
 /// `KeyBackend::encrypt` end to end: permit, inline call or blocking pool, pooled session,
 /// cached handle, C_GenerateRandom for the IV, the encrypt.
 fn backend_encrypt(c: &mut Criterion, target: &Target) {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = keygate::runtime::multi_thread().build().unwrap();
     let backend = Pkcs11Backend::open(target.settings.clone()).unwrap();
     let mut g = c.benchmark_group(&target.name);
     g.throughput(Throughput::Elements(1));

@@ -20,9 +20,10 @@
 //! ```
 //!
 //! `App` (app.rs) is the composition root, built once from a checked `Config` (config.rs) and
-//! handing out narrow handles; `serve.rs` wires `keygate serve` and its ordered shutdown;
-//! `reload.rs` is the one reload supervisor. There are no globals. Development-only tooling
-//! lives in `dev/`; `client/` is an independent XKS client (conformance and load).
+//! handing out narrow handles; `serve.rs` wires `keygate serve` and its ordered shutdown on
+//! the runtime `runtime.rs` builds (no LIFO slot, so a worker blocked in an HSM call strands
+//! no task); `reload.rs` is the one reload supervisor. There are no globals. Development-only
+//! tooling lives in `dev/`; `client/` is an independent XKS client (conformance and load).
 
 #![forbid(unsafe_code)]
 
@@ -41,6 +42,7 @@ pub mod policy;
 pub mod random;
 pub mod reload;
 pub mod router;
+pub mod runtime;
 pub mod sanitize;
 pub mod serve;
 pub mod server;

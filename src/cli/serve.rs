@@ -165,10 +165,7 @@ pub(super) fn serve(args: ServeArgs) -> ExitCode {
         Ok(ca) => ca,
         Err(code) => return code,
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match crate::runtime::multi_thread().build() {
         Ok(r) => r,
         Err(e) => {
             eprintln!("keygate: cannot start the runtime: {e}");

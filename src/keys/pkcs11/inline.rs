@@ -9,15 +9,23 @@
 //! call's duration goes into a moving average (1/8 weight per call, each call counted as at
 //! most 4 x [`FAST`]): two calls of a millisecond or more in a row send the following calls
 //! to the blocking pool, and they come back inline once the average is under [`FAST`] again
-//! (about a dozen fast calls); one call preempted by the scheduler does not. A new backend starts slow: its first few calls run on the
-//! pool (with the operation timeout) and show whether the module is fast. At least one worker is never lent out, so a module that
-//! hangs inside a call leaves the runtime serving (health, metrics, 429s).
+//! (about a dozen fast calls); one call preempted by the scheduler does not. A new backend
+//! starts slow: its first few calls run on the pool (with the operation timeout) and show
+//! whether the module is fast. At least one worker is never lent out, a watcher thread
+//! (`inline/watch.rs`) wakes a sleeping worker when a call stays inside the module, and calls
+//! run inline only on keygate's runtime without the LIFO slot (`crate::runtime`), so a module
+//! that hangs inside a call leaves the runtime serving (health, metrics, 429s) and strands no
+//! task.
 
-use std::sync::OnceLock;
+mod watch;
+
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use tokio::sync::{Semaphore, SemaphorePermit};
+
+use watch::{Inside, Watch};
 
 /// A call that takes longer than this is slow: calls go to the blocking pool.
 pub const FAST: Duration = Duration::from_micros(250);
@@ -36,6 +44,11 @@ pub struct Inline {
     wait: Duration,
     /// The recent call time in nanoseconds (a moving average that jumps up on a slow call).
     recent_ns: AtomicU64,
+    /// Keeps the runtime's I/O going while an inline call is long (`inline/watch.rs`).
+    watch: Arc<Watch>,
+    /// Whether calls may run inline at all: only on a runtime without the LIFO slot
+    /// (`crate::runtime`), where a blocked worker strands no task.
+    allowed: bool,
 }
 
 impl Default for Inline {
@@ -45,12 +58,18 @@ impl Default for Inline {
             slots: OnceLock::new(),
             wait: SLOT_WAIT,
             recent_ns: AtomicU64::new(2 * nanos(FAST)),
+            watch: Arc::default(),
+            allowed: crate::runtime::NO_LIFO_SLOT,
         }
     }
 }
 
-/// A worker lent to one inline call; returned when dropped.
-pub type Slot<'a> = SemaphorePermit<'a>;
+/// A worker lent to one inline call, watched while it is inside; returned when dropped.
+#[derive(Debug)]
+pub struct Slot<'a> {
+    _permit: SemaphorePermit<'a>,
+    _inside: Inside,
+}
 
 impl Inline {
     /// A slot for a call on this worker, when the module is fast and a slot is (or within
@@ -60,7 +79,7 @@ impl Inline {
             return None;
         }
         let (bound, slots) = self.slots.get_or_init(|| {
-            let n = lendable_workers();
+            let n = if self.allowed { lendable_workers() } else { 0 };
             (n, Semaphore::new(n))
         });
         let slot = match slots.try_acquire() {
@@ -72,7 +91,14 @@ impl Inline {
                 .ok()?,
         };
         // The call that held the slot may have been slow.
-        self.is_fast().then_some(slot)
+        if !self.is_fast() {
+            return None;
+        }
+        let runtime = tokio::runtime::Handle::try_current().ok()?;
+        Some(Slot {
+            _permit: slot,
+            _inside: self.watch.enter(&runtime),
+        })
     }
 
     /// Records how long one call took (inline or on the pool).
@@ -121,9 +147,13 @@ mod tests {
             .unwrap()
     }
 
-    /// A backend's state after the calls that show the module is fast.
+    /// A backend's state after the calls that show the module is fast (on a runtime without
+    /// the LIFO slot, which these tests do not need: nothing blocks in them).
     fn fast() -> Inline {
-        let i = Inline::default();
+        let i = Inline {
+            allowed: true,
+            ..Inline::default()
+        };
         assert!(!i.is_fast(), "a new backend starts on the pool");
         for _ in 0..20 {
             i.record(Duration::from_micros(40));
