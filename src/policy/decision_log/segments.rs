@@ -225,23 +225,54 @@ pub fn read_text(path: &Path) -> std::io::Result<String> {
     Ok(text)
 }
 
-/// The last line of a log file, plain (read from its end) or compressed (read through).
+/// The last line of a log file, plain (read from its end) or compressed (read through one
+/// line at a time, each at most [`MAX_LINE`] bytes).
 pub fn last_line(path: &Path) -> std::io::Result<Option<String>> {
     if Codec::of_name(&path.display().to_string()).is_none() {
         let file = File::open(path)?;
         let size = file.metadata()?.len();
         return super::files::last_line(&file, size);
     }
-    let mut last = None;
-    for line in reader(path)?.lines() {
-        last = Some(line?);
+    let mut lines = Lines::new(reader(path)?);
+    let mut last: Option<Vec<u8>> = None;
+    while let Some(line) = lines.next_line().map_err(LineError::into_io)? {
+        let held = last.get_or_insert_with(Vec::new);
+        held.clear();
+        held.extend_from_slice(line);
     }
-    Ok(last)
+    last.as_deref().map(line_text).transpose()
 }
 
-/// The first line of a log file.
+/// The first line of a log file (at most [`MAX_LINE`] bytes).
 pub fn first_line(path: &Path) -> std::io::Result<Option<String>> {
-    reader(path)?.lines().next().transpose()
+    Lines::new(reader(path)?)
+        .next_line()
+        .map_err(LineError::into_io)?
+        .map(line_text)
+        .transpose()
+}
+
+/// A line without its newline, as text.
+fn line_text(line: &[u8]) -> std::io::Result<String> {
+    let line = line.strip_suffix(b"\n").unwrap_or(line);
+    String::from_utf8(line.to_vec()).map_err(|_| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "a decision-log line is not UTF-8",
+        )
+    })
+}
+
+impl LineError {
+    fn into_io(self) -> std::io::Error {
+        match self {
+            LineError::Io(e) => e,
+            LineError::TooLong(max) => std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("a line runs on past {max} bytes: not a decision-log line"),
+            ),
+        }
+    }
 }
 
 /// Puts `paths` in chain order when they are all files of one log (`FILE.<n>[.zst|.gz]` by
@@ -416,6 +447,33 @@ mod tests {
         std::fs::write(dir.path().join("e.log"), "").unwrap();
         std::fs::write(dir.path().join("e.log.1"), "").unwrap();
         assert!(in_dir(dir.path()).unwrap_err().contains("several logs"));
+    }
+
+    #[test]
+    fn first_and_last_lines_of_compressed_files_are_bounded() {
+        use std::io::Write;
+        let dir = tempfile::tempdir().unwrap();
+        let good = dir.path().join("d.log.1.zst");
+        let mut z = zstd::Encoder::new(File::create(&good).unwrap(), 3).unwrap();
+        z.write_all(b"{\"seq\":1}\n{\"seq\":2}\n{\"seq\":3}\n")
+            .unwrap();
+        z.finish().unwrap();
+        assert_eq!(first_line(&good).unwrap().as_deref(), Some("{\"seq\":1}"));
+        assert_eq!(last_line(&good).unwrap().as_deref(), Some("{\"seq\":3}"));
+
+        // One line past the cap, without a newline: refused, not read into memory whole.
+        let long = dir.path().join("d.log.2.zst");
+        let mut z = zstd::Encoder::new(File::create(&long).unwrap(), 1).unwrap();
+        let chunk = vec![b'a'; 1 << 20];
+        for _ in 0..(MAX_LINE >> 20) + 1 {
+            z.write_all(&chunk).unwrap();
+        }
+        z.finish().unwrap();
+        for got in [first_line(&long), last_line(&long)] {
+            let e = got.unwrap_err();
+            assert_eq!(e.kind(), std::io::ErrorKind::InvalidData);
+            assert!(e.to_string().contains("past 16777216 bytes"), "{e}");
+        }
     }
 
     #[test]
