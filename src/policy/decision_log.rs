@@ -30,6 +30,7 @@
 pub mod chain;
 pub mod compress;
 pub mod digest;
+mod evidence;
 mod files;
 pub mod lifecycle;
 mod line;

@@ -99,49 +99,22 @@ impl Losses {
 }
 
 #[derive(Serialize)]
-struct Line<'a> {
-    event: &'static str,
-    seq: u64,
-    timestamp: String,
-    labels: Labels<'a>,
+struct Members {
     reason: &'static str,
     count: u64,
     first_lost_at: String,
     last_lost_at: String,
-    prev_file: Option<&'a str>,
-    prev_hash: &'a str,
-}
-
-#[derive(Serialize)]
-struct Labels<'a> {
-    id: &'a str,
-    version: &'static str,
 }
 
 /// The lines-lost line's body (JSON object without the hash member), written at `now`.
 pub(crate) fn body(span: &Span, instance_id: &str, at: &Position<'_>, now: SystemTime) -> String {
-    let line = Line {
-        event: EVENT,
-        seq: at.seq,
-        timestamp: timestamp(now),
-        labels: Labels {
-            id: instance_id,
-            version: env!("CARGO_PKG_VERSION"),
-        },
+    let members = Members {
         reason: span.reason.as_str(),
         count: span.count,
         first_lost_at: timestamp(span.first),
         last_lost_at: timestamp(span.last),
-        prev_file: at.prev_file,
-        prev_hash: at.prev_hash,
     };
-    // Plain structs and strings always serialize; keep a valid line regardless.
-    serde_json::to_string(&line).unwrap_or_else(|_| {
-        format!(
-            "{{\"event\":\"lines_lost\",\"seq\":{},\"count\":{},\"prev_hash\":\"{}\"}}",
-            at.seq, span.count, at.prev_hash
-        )
-    })
+    super::evidence::body(EVENT, members, instance_id, at, now)
 }
 
 /// How many lines a lines-lost line records, when `line` (parsed) is one.

@@ -20,7 +20,6 @@ use std::time::{Duration, SystemTime};
 use serde::{Deserialize, Serialize};
 
 use super::line::Position;
-use super::timestamp;
 
 /// What the `event` member of a retention line says.
 pub const EVENT: &str = "retention";
@@ -126,45 +125,18 @@ pub(crate) fn choose(
 }
 
 #[derive(Serialize)]
-struct Line<'a> {
-    event: &'static str,
-    seq: u64,
-    timestamp: String,
-    labels: Labels<'a>,
+struct Members<'a> {
     reason: &'static str,
     dropped: &'a [Dropped],
-    prev_file: Option<&'a str>,
-    prev_hash: &'a str,
-}
-
-#[derive(Serialize)]
-struct Labels<'a> {
-    id: &'a str,
-    version: &'static str,
 }
 
 /// The retention line's body (JSON object without the hash member).
 pub(crate) fn body(evidence: &Evidence, instance_id: &str, at: &Position<'_>) -> String {
-    let line = Line {
-        event: EVENT,
-        seq: at.seq,
-        timestamp: timestamp(evidence.at),
-        labels: Labels {
-            id: instance_id,
-            version: env!("CARGO_PKG_VERSION"),
-        },
+    let members = Members {
         reason: evidence.reason,
         dropped: &evidence.dropped,
-        prev_file: at.prev_file,
-        prev_hash: at.prev_hash,
     };
-    // Plain structs and strings always serialize; keep a valid line regardless.
-    serde_json::to_string(&line).unwrap_or_else(|_| {
-        format!(
-            "{{\"event\":\"retention\",\"seq\":{},\"prev_hash\":\"{}\"}}",
-            at.seq, at.prev_hash
-        )
-    })
+    super::evidence::body(EVENT, members, instance_id, at, evidence.at)
 }
 
 /// The files a retention line names, when `line` (parsed) is one.
