@@ -236,6 +236,14 @@ impl Door {
         &self.metrics
     }
 
+    /// The decision log's masking rules, which this door's request log follows too.
+    pub fn masking(&self) -> Option<&crate::policy::decision_log::mask::Masking> {
+        self.handles
+            .authorizer
+            .decision_log()
+            .and_then(|log| log.masking())
+    }
+
     fn admit(&self) -> Result<tokio::sync::OwnedSemaphorePermit, KmsError> {
         self.in_flight.clone().try_acquire_owned().map_err(|_| {
             KmsError::ResourceExhausted(format!(

@@ -11,6 +11,7 @@ use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 
+use crate::policy::decision_log::mask::masked;
 use crate::sanitize::sanitize_message;
 use crate::sigv4::SignedRequest;
 use crate::xks::error::XksError;
@@ -32,6 +33,7 @@ pub async fn handle(
             .headers_mut()
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
         log_line(
+            &svc,
             None,
             &facts,
             (e.status(), e.name(), e.message()),
@@ -45,6 +47,7 @@ pub async fn handle(
     if route.is_ok() && req.method() != Method::POST {
         let response = method_not_allowed(req.method());
         log_line(
+            &svc,
             route.as_ref().ok(),
             &facts,
             (405, "", "method not allowed"),
@@ -61,7 +64,7 @@ pub async fn handle(
         Ok(body) => (json_response(StatusCode::OK, body.clone()), (200, "", "")),
         Err(e) => (error_response(e), (e.status(), e.name(), e.message())),
     };
-    log_line(route.as_ref().ok(), &facts, status, &conn, started);
+    log_line(&svc, route.as_ref().ok(), &facts, status, &conn, started);
     record_metrics(&svc, route.as_ref().ok(), &facts, &result, started);
     response
 }
@@ -223,24 +226,62 @@ fn method_not_allowed(method: &Method) -> Response<Full<Bytes>> {
     resp
 }
 
-/// The one log line every request gets: (status, errorName, errorMessage) plus what is known.
+/// The one log line every request gets: (status, errorName, errorMessage) plus what is known,
+/// its values masked as the decision log's `[decision_log.mask]` rules mask them in the
+/// decision line (an erased one is left out, an HMAC'd one is its tag).
 fn log_line(
+    svc: &Service,
     route: Option<&Route>,
     facts: &RequestFacts,
     (status, error_name, error_message): (u16, &str, &str),
     conn: &ConnInfo,
     started: Instant,
 ) {
+    if !tracing::enabled!(target: "keygate::request", tracing::Level::INFO) {
+        return;
+    }
     let latency_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+    let source_ip = conn.peer.ip().to_string();
+    let mask = svc
+        .handles
+        .authorizer
+        .decision_log()
+        .and_then(|log| log.masking());
+    let kms_request_id = masked(
+        mask,
+        "/input/request_metadata/kmsRequestId",
+        facts.kms_request_id.as_deref().unwrap_or(""),
+    );
+    let kms_operation = masked(
+        mask,
+        "/input/request_metadata/kmsOperation",
+        facts.kms_operation.as_deref().unwrap_or(""),
+    );
+    let keystore = masked(
+        mask,
+        "/input/keystore",
+        route.map(|r| r.keystore.name.as_str()).unwrap_or(""),
+    );
+    let key_id = masked(
+        mask,
+        "/input/key_id",
+        route.map(Route::key_id).unwrap_or(""),
+    );
+    let access_key_id = masked(
+        mask,
+        "/input/access_key_id",
+        facts.access_key_id.as_deref().unwrap_or(""),
+    );
+    let source_ip = masked(mask, "/input/source_ip", &source_ip);
     tracing::info!(
         target: "keygate::request",
-        kms_request_id = facts.kms_request_id.as_deref().unwrap_or(""),
-        kms_operation = facts.kms_operation.as_deref().unwrap_or(""),
+        kms_request_id = kms_request_id.as_deref(),
+        kms_operation = kms_operation.as_deref(),
         operation = route.map(|r| r.operation.as_str()).unwrap_or(""),
-        keystore = route.map(|r| r.keystore.name.as_str()).unwrap_or(""),
-        key_id = route.map(Route::key_id).unwrap_or(""),
-        access_key_id = facts.access_key_id.as_deref().unwrap_or(""),
-        source_ip = %conn.peer.ip(),
+        keystore = keystore.as_deref(),
+        key_id = key_id.as_deref(),
+        access_key_id = access_key_id.as_deref(),
+        source_ip = source_ip.as_deref(),
         status,
         outcome = if status == 200 { "ok" } else { "error" },
         error_name,

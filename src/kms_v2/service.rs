@@ -53,22 +53,55 @@ impl KmsService {
             .kms_v2()
             .record(call.operation, code, latency);
         let message = result.as_ref().err().map(ToString::to_string);
-        tracing::info!(
-            target: "keygate::request",
-            interface = "kms_v2",
-            operation = call.operation,
-            key_id = call.key,
-            uid = call.uid,
-            peer_uid = call.peer.map(|p| p.uid),
-            peer_pid = call.peer.and_then(|p| p.pid),
-            outcome = if result.is_ok() { "ok" } else { "error" },
-            error_name = code,
-            error_message = message.as_deref().unwrap_or(""),
-            latency_us = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX),
-            "request"
-        );
+        if tracing::enabled!(target: "keygate::request", tracing::Level::INFO) {
+            log_line(
+                self.door.masking(),
+                &call,
+                code,
+                message.as_deref(),
+                latency,
+            );
+        }
         result.map(Response::new).map_err(Status::from)
     }
+}
+
+/// The call's one request log line, its values masked as the decision log's
+/// `[decision_log.mask]` rules mask them in the decision line (an erased one is left out).
+fn log_line(
+    mask: Option<&crate::policy::decision_log::mask::Masking>,
+    call: &Call<'_>,
+    code: &str,
+    message: Option<&str>,
+    latency: Duration,
+) {
+    use crate::policy::decision_log::mask::masked;
+    let key_id = masked(mask, "/input/key_id", call.key);
+    let uid = masked(mask, "/input/request_uid", call.uid);
+    let (peer_uid, peer_pid) = (
+        call.peer.map(|p| p.uid.to_string()),
+        call.peer.and_then(|p| p.pid).map(|pid| pid.to_string()),
+    );
+    let peer_uid = peer_uid
+        .as_deref()
+        .and_then(|v| masked(mask, "/input/peer/uid", v));
+    let peer_pid = peer_pid
+        .as_deref()
+        .and_then(|v| masked(mask, "/input/peer/pid", v));
+    tracing::info!(
+        target: "keygate::request",
+        interface = "kms_v2",
+        operation = call.operation,
+        key_id = key_id.as_deref(),
+        uid = uid.as_deref(),
+        peer_uid = peer_uid.as_deref(),
+        peer_pid = peer_pid.as_deref(),
+        outcome = if code == "OK" { "ok" } else { "error" },
+        error_name = code,
+        error_message = message.unwrap_or(""),
+        latency_us = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX),
+        "request"
+    );
 }
 
 /// What the log line says about a call.

@@ -15,6 +15,7 @@
 
 mod pointer;
 
+use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -267,6 +268,41 @@ impl Masking {
             }
         }
         applied
+    }
+
+    /// A value keygate's own request log carries that a decision event holds at `pointer`
+    /// (`/input/source_ip`, `/input/access_key_id`, ...), masked as the decision log masks it:
+    /// `None` when a rule erases the member or one that holds it (an HMAC rule on an object
+    /// that holds it, too: its tag is of the whole object), its tag when an HMAC rule names
+    /// it (the same tag the decision line holds, so the two logs still join), else the value.
+    /// An empty value (nothing known) stays empty.
+    pub fn field<'v>(&self, pointer: &str, value: &'v str) -> Option<Cow<'v, str>> {
+        if value.is_empty() {
+            return Some(Cow::Borrowed(value));
+        }
+        let named = |rule: &Pointer| {
+            rule.as_str() == pointer
+                || pointer
+                    .strip_prefix(rule.as_str())
+                    .is_some_and(|rest| rest.starts_with('/'))
+        };
+        match self.rules.iter().find(|(rule, _, _)| named(rule)) {
+            None => Some(Cow::Borrowed(value)),
+            Some((rule, Action::Hmac, _)) if rule.as_str() == pointer => self
+                .key
+                .as_ref()
+                .map(|key| Cow::Owned(key.tag_bytes(value.as_bytes()))),
+            Some(_) => None,
+        }
+    }
+}
+
+/// `value` as the masking rules (if any) leave the member at `pointer` in keygate's other
+/// logs (see [`Masking::field`]): `None` when erased.
+pub fn masked<'v>(mask: Option<&Masking>, pointer: &str, value: &'v str) -> Option<Cow<'v, str>> {
+    match mask {
+        None => Some(Cow::Borrowed(value)),
+        Some(m) => m.field(pointer, value),
     }
 }
 

@@ -67,7 +67,8 @@ fn openssl_hmac(value: &str) -> String {
 fn mask_table(key: &Path) -> String {
     format!(
         "[decision_log.mask]\n\
-         erase = [\"/requested_by\", \"/input/request_metadata/kmsViaService\"]\n\
+         erase = [\"/requested_by\", \"/input/request_metadata/kmsViaService\", \
+         \"/input/access_key_id\"]\n\
          hmac = [\"/input/request_metadata/awsPrincipalArn\", \"/input/source_ip\", \
          \"/input/peer\"]\n\
          hmac_key_file = {:?}\n",
@@ -88,7 +89,8 @@ async fn masked_values_never_reach_the_file_or_the_collector() {
         collector.url(),
         mask_table(&key)
     ));
-    let server = KeygateProcess::start(&text, QUIET);
+    // keygate's own request log too: it follows the decision log's rules.
+    let server = KeygateProcess::start(&text, &format!("{QUIET},keygate::request=info"));
     let principal = format!(
         "arn:aws:iam::123456789012:role/Masked-{}",
         uuid::Uuid::new_v4()
@@ -135,9 +137,14 @@ async fn masked_values_never_reach_the_file_or_the_collector() {
         assert!(l.get("requested_by").is_none(), "{l}");
         // The XKS door has no peer: a null hides nothing and is not listed.
         assert_eq!(l["input"]["peer"], Value::Null);
+        assert!(l["input"].get("access_key_id").is_none(), "{l}");
         assert_eq!(
             l["erased"],
-            json!(["/requested_by", "/input/request_metadata/kmsViaService"])
+            json!([
+                "/requested_by",
+                "/input/request_metadata/kmsViaService",
+                "/input/access_key_id"
+            ])
         );
         assert_eq!(
             l["masked"],
@@ -146,6 +153,27 @@ async fn masked_values_never_reach_the_file_or_the_collector() {
                 "/input/source_ip"
             ])
         );
+    }
+    // The request log masks the same values the same way: the source IP is the decision
+    // line's tag (the two logs still join on it), the access key id is left out.
+    let stderr = String::from_utf8_lossy(&stopped.stderr);
+    let requests: Vec<Value> = stderr
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|l| l["target"] == "keygate::request")
+        .collect();
+    assert_eq!(requests.len(), 3, "{stderr}");
+    for r in &requests {
+        assert_eq!(r["source_ip"], ip_tag.as_str(), "{r}");
+        assert!(r.get("access_key_id").is_none(), "{r}");
+        assert_eq!(r["key_id"], "foo", "{r}");
+    }
+    // Nor anywhere else in a request line (the listening line names keygate's own address).
+    for line in stderr
+        .lines()
+        .filter(|l| l.contains("\"keygate::request\""))
+    {
+        assert!(!line.contains("127.0.0.1"), "{line}");
     }
     // The uploaded events are the file's lines, byte for byte: masked too.
     assert_eq!(collector.lines(), bytes.lines().collect::<Vec<_>>());

@@ -176,3 +176,53 @@ fn kms_v2_socket_without_a_table_is_a_usage_error() {
         ran.stderr
     );
 }
+
+/// keygate's request log on the KMS v2 door masks what `[decision_log.mask]` masks in the
+/// decision line: an HMAC'd `uid` holds the decision line's tag, an erased peer is left out.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_request_log_masks_what_the_decision_log_masks() {
+    use std::os::unix::fs::PermissionsExt;
+    let own = tempfile::tempdir().unwrap();
+    let key = own.path().join("mask.key");
+    std::fs::write(&key, "ab".repeat(32)).unwrap();
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let log = own.path().join("decisions.log");
+    let text = config(&format!(
+        "{}\n[decision_log]\npath = {:?}\n[decision_log.mask]\nerase = [\"/input/peer\"]\n\
+         hmac = [\"/input/request_uid\"]\nhmac_key_file = {:?}\n",
+        kms_table(""),
+        log.display().to_string(),
+        key.display().to_string()
+    ));
+    let server = KeygateProcess::start(&text, &format!("{LOG},keygate::request=info"));
+    server.wait_for_log("KMS v2 plugin listening");
+    let socket = server.dir.path().canonicalize().unwrap().join("kms.sock");
+    let mut c = connect(&socket).await;
+    let uid = format!("uid-{}", uuid::Uuid::new_v4());
+    encrypt(&mut c, &[7; 32], &uid).await.unwrap();
+    let stopped = server.stop();
+    assert!(stopped.status.success());
+
+    let text = std::fs::read_to_string(&log).unwrap();
+    let decision: serde_json::Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
+    let tag = decision["input"]["request_uid"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(tag.starts_with("hmac-sha256:"), "{decision}");
+    assert!(decision["input"].get("peer").is_none(), "{decision}");
+    let stderr = String::from_utf8_lossy(&stopped.stderr);
+    let line = stderr
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|l| l["target"] == "keygate::request" && l["operation"] == "Encrypt")
+        .unwrap_or_else(|| panic!("no Encrypt request line: {stderr}"));
+    assert_eq!(line["uid"], tag.as_str(), "{line}");
+    assert_eq!(line["key_id"], "foo", "{line}");
+    assert!(
+        line.get("peer_uid").is_none() && line.get("peer_pid").is_none(),
+        "{line}"
+    );
+    assert!(!stderr.contains(&uid), "{stderr}");
+    assert!(!text.contains(&uid));
+}

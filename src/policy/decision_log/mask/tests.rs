@@ -198,3 +198,33 @@ fn apply_erases_hmacs_and_lists_only_what_was_there() {
         ]
     );
 }
+
+#[test]
+fn fields_of_the_request_log_are_masked_as_the_decision_line_is() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = rfc4231_key(dir.path());
+    let m = masking(
+        &["/input/access_key_id", "/requested_by"],
+        &["/input/source_ip", "/input/peer"],
+        Some(&key),
+    );
+    let k = MaskKey::read(&key).unwrap();
+    let mut event = json!({"input": {"source_ip": "10.0.0.1"}});
+    m.apply(&mut event);
+    // The request log's tag is the decision line's, so the two logs still join.
+    assert_eq!(
+        m.field("/input/source_ip", "10.0.0.1").as_deref(),
+        event["input"]["source_ip"].as_str()
+    );
+    assert_eq!(
+        m.field("/input/source_ip", "10.0.0.1").unwrap(),
+        k.tag(&json!("10.0.0.1"))
+    );
+    assert_eq!(m.field("/input/access_key_id", "AKIA"), None);
+    // Inside an HMAC'd object: its tag is of the whole object, so the part is erased.
+    assert_eq!(m.field("/input/peer/uid", "1000"), None);
+    // A sibling whose name starts the same is not inside it.
+    assert_eq!(m.field("/input/peers", "x").as_deref(), Some("x"));
+    assert_eq!(m.field("/input/key_id", "foo").as_deref(), Some("foo"));
+    assert_eq!(m.field("/input/source_ip", "").as_deref(), Some(""));
+}
