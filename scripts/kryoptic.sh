@@ -37,28 +37,10 @@ XKS_TEST_CLIENT=${XKS_TEST_CLIENT:-../shared/aws-xks-test-client}
 IV_MODE=${IV_MODE:-random}
 LABEL=keygate-kryoptic
 
-say() { printf 'kryoptic: %s\n' "$*" >&2; }
-die() {
-  say "$*"
-  exit 1
-}
-# The heavy steps hold flock(1) on $BUILD_LOCK when it is set; times are taken inside it.
-lock_take() { if [ -n "${BUILD_LOCK:-}" ]; then exec 9>>"$BUILD_LOCK" && flock 9; fi; }
-lock_release() { if [ -n "${BUILD_LOCK:-}" ]; then exec 9>&-; fi; }
-rand_hex() { head -c "$1" /dev/urandom | od -An -tx1 | tr -d ' \n'; }
+token_script kryoptic
 
 # --- 1. packages -------------------------------------------------------------------------
-need=()
-for p in libclang-dev libssl-dev libsqlite3-dev pkg-config opensc curl jq xxd uuid-runtime; do
-  dpkg -s "$p" >/dev/null 2>&1 || need+=("$p")
-done
-if [ "${#need[@]}" -gt 0 ]; then
-  sudo=""
-  [ "$(id -u)" -eq 0 ] || sudo="sudo"
-  say "installing ${need[*]}"
-  $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}" >/dev/null
-fi
+need_packages libclang-dev libssl-dev libsqlite3-dev pkg-config opensc curl jq xxd uuid-runtime
 [ -d "$XKS_TEST_CLIENT" ] || die "AWS's XKS test client not found in $XKS_TEST_CLIENT (set XKS_TEST_CLIENT)"
 
 # --- 1. the Kryoptic module ----------------------------------------------------------------
@@ -121,18 +103,7 @@ BIN=$(realpath "$KEYGATE_BIN")
 # --- 2. a token and a key store on it ------------------------------------------------------
 lock_take
 run_start=$SECONDS
-work=$(mktemp -d)
-server_pid=""
-cleanup() {
-  local rc=$?
-  if [ -n "$server_pid" ]; then
-    kill "$server_pid" 2>/dev/null || true
-    wait "$server_pid" 2>/dev/null || true
-  fi
-  # A failed run keeps its token, config and logs (test-only PINs) for a look.
-  if [ "${KEEP:-0}" = 1 ] || [ "$rc" -ne 0 ]; then say "kept $work"; else rm -rf "$work"; fi
-}
-trap cleanup EXIT
+token_workdir
 
 # Kryoptic reads its configuration from the file KRYOPTIC_CONF names, when the module is
 # initialised; every process that opens the token has it in its environment.
@@ -152,63 +123,12 @@ pkcs11-tool --module "$module" --token-label "$LABEL" --login --login-type so --
 (umask 077 && printf '%s' "$pin" >"$work/pin")
 unset so_pin pin
 
-"$BIN" certs dev "$work/certs" >/dev/null
-access_key_id=$(head -c 64 /dev/urandom | base32 | tr -dc 'A-Z2-7' | head -c 24)
-secret=$(head -c 32 /dev/urandom | base64 | tr -d '\n')
-export KEYGATE_KRYOPTIC_SECRET="$secret"
-config="$work/keygate.toml"
-cat >"$config" <<TOML
-[server]
-listen = "127.0.0.1:0"
-region = "us-east-1"
-
-[tls]
-cert_chain = "certs/server.pem"
-key = "certs/server.key"
-
-[backend]
-kind = "pkcs11"
-health_key = "keygate-health"
-
-[backend.pkcs11]
-module = "$module"
-token_label = "$LABEL"
-pin_file = "pin"
-iv_mode = "$IV_MODE"
-
-[decision_log]
-path = "decisions.log"
-
-[[keystore]]
-name = "kryoptic"
-uri_prefix = "/kryoptic"
-keys = ["foo", "encrypt-only", "decrypt-only", "no-usage"]
-[[keystore.credential]]
-access_key_id = "$access_key_id"
-secret_env = "KEYGATE_KRYOPTIC_SECRET"
-TOML
-"$BIN" config check "$config" >&2
+token_config "$module" "$LABEL" kryoptic kryoptic "iv_mode = \"$IV_MODE\""
 failed=()
 token_suite Kryoptic kryoptic
 run_secs=$((SECONDS - run_start))
 lock_release
 
 # --- 4. summary ----------------------------------------------------------------------------
-echo
-echo "Kryoptic $KRYOPTIC_VERSION ($KRYOPTIC_FEATURES), iv_mode = \"$IV_MODE\""
-echo "  module:              $module"
-if [ -n "$build_secs" ]; then
-  echo "  build:               ${build_secs}s (cargo build --release, this run)"
-else
-  echo "  build:               cached"
-fi
-echo "  keygate conformance: ${conformance:-no result}"
-echo "  AWS XKS test client: ${aws_client:-no result}"
-echo "  key lifecycle:       $lifecycle"
-echo "  decision log:        $lines lines, $(tail -1 "$work/verify.out")"
-echo "  token, keys, tests:  ${run_secs}s"
-if [ "${#failed[@]}" -gt 0 ]; then
-  echo "FAILED: ${failed[*]}"
-  exit 1
-fi
-echo "all passed"
+token_summary "Kryoptic $KRYOPTIC_VERSION ($KRYOPTIC_FEATURES), iv_mode = \"$IV_MODE\"" "$module" \
+  "cargo build --release"

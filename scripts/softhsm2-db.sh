@@ -50,29 +50,12 @@ case "${1:-}" in
   *) echo "usage: $0 [--check]" >&2; exit 64 ;;
 esac
 
-say() { printf 'softhsm2-db: %s\n' "$*" >&2; }
-die() {
-  say "$*"
-  exit 1
-}
-lock_take() { if [ -n "$BUILD_LOCK" ]; then exec 9>>"$BUILD_LOCK" && flock 9; fi; }
-lock_release() { if [ -n "$BUILD_LOCK" ]; then exec 9>&-; fi; }
-rand_hex() { head -c "$1" /dev/urandom | od -An -tx1 | tr -d ' \n'; }
-sudo=""
-[ "$(id -u)" -eq 0 ] || sudo="sudo"
+token_script softhsm2-db
 
 # --- 1. packages -------------------------------------------------------------------------
-need=()
 pkgs=(build-essential libssl-dev libsqlite3-dev pkg-config debian-archive-keyring)
 [ "$check" = 1 ] && pkgs+=(curl jq xxd uuid-runtime)
-for p in "${pkgs[@]}"; do
-  dpkg -s "$p" >/dev/null 2>&1 || need+=("$p")
-done
-if [ "${#need[@]}" -gt 0 ]; then
-  say "installing ${need[*]}"
-  $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}" >/dev/null
-fi
+need_packages "${pkgs[@]}"
 
 mkdir -p "$CACHE"
 CACHE=$(realpath "$CACHE")
@@ -151,17 +134,7 @@ BIN=$(realpath "$KEYGATE_BIN")
 
 lock_take
 run_start=$SECONDS
-work=$(mktemp -d)
-server_pid=""
-cleanup() {
-  local rc=$?
-  if [ -n "$server_pid" ]; then
-    kill "$server_pid" 2>/dev/null || true
-    wait "$server_pid" 2>/dev/null || true
-  fi
-  if [ "${KEEP:-0}" = 1 ] || [ "$rc" -ne 0 ]; then say "kept $work"; else rm -rf "$work"; fi
-}
-trap cleanup EXIT
+token_workdir
 
 mkdir -p "$work/tokens"
 printf 'directories.tokendir = %s\nobjectstore.backend = db\nlog.level = ERROR\nslots.removable = false\n' \
@@ -175,62 +148,10 @@ unset pin
 db_files=$(find "$work/tokens" -name sqlite3.db | wc -l)
 [ "$db_files" -eq 1 ] || die "no sqlite3.db in the token dir: the db object store is not in use"
 
-"$BIN" certs dev "$work/certs" >/dev/null
-access_key_id=$(head -c 64 /dev/urandom | base32 | tr -dc 'A-Z2-7' | head -c 24)
-secret=$(head -c 32 /dev/urandom | base64 | tr -d '\n')
-export KEYGATE_DB_SECRET="$secret"
-config="$work/keygate.toml"
-cat >"$config" <<TOML
-[server]
-listen = "127.0.0.1:0"
-region = "us-east-1"
-
-[tls]
-cert_chain = "certs/server.pem"
-key = "certs/server.key"
-
-[backend]
-kind = "pkcs11"
-health_key = "keygate-health"
-
-[backend.pkcs11]
-module = "$module"
-token_label = "keygate-db"
-pin_file = "pin"
-softhsm2_conf = "softhsm2.conf"
-
-[decision_log]
-path = "decisions.log"
-
-[[keystore]]
-name = "db"
-uri_prefix = "/db"
-keys = ["foo", "encrypt-only", "decrypt-only", "no-usage"]
-[[keystore.credential]]
-access_key_id = "$access_key_id"
-secret_env = "KEYGATE_DB_SECRET"
-TOML
-"$BIN" config check "$config" >&2
+token_config "$module" keygate-db db db 'softhsm2_conf = "softhsm2.conf"'
 failed=()
 token_suite "the db-backed SoftHSMv2 token" db
 run_secs=$((SECONDS - run_start))
 lock_release
 
-echo
-echo "SoftHSMv2 $VERSION, objectstore.backend = db"
-echo "  module:              $module"
-if [ -n "$build_secs" ]; then
-  echo "  build:               ${build_secs}s (configure and make, this run)"
-else
-  echo "  build:               cached"
-fi
-echo "  keygate conformance: ${conformance:-no result}"
-echo "  AWS XKS test client: ${aws_client:-no result}"
-echo "  key lifecycle:       $lifecycle"
-echo "  decision log:        $lines lines, $(tail -1 "$work/verify.out")"
-echo "  token, keys, tests:  ${run_secs}s"
-if [ "${#failed[@]}" -gt 0 ]; then
-  echo "FAILED: ${failed[*]}"
-  exit 1
-fi
-echo "all passed"
+token_summary "SoftHSMv2 $VERSION, objectstore.backend = db" "$module" "configure and make"

@@ -1,5 +1,125 @@
-# Sourced by scripts/kryoptic.sh and scripts/softhsm2-db.sh: keygate's checks on a PKCS#11
-# token, once the script has made the token and a keygate config for it.
+# Sourced by scripts/kryoptic.sh and scripts/softhsm2-db.sh: what both do around a PKCS#11
+# token they build and make (messages, the build lock, packages, a temp dir, a keygate config
+# with dev certificates and a fresh credential, the summary) and keygate's checks on it.
+
+# token_script NAME: say and die print "NAME: ..." on stderr.
+token_script() {
+  TOKEN_SCRIPT=$1
+}
+say() { printf '%s: %s\n' "$TOKEN_SCRIPT" "$*" >&2; }
+die() {
+  say "$*"
+  exit 1
+}
+
+# The heavy steps hold flock(1) on $BUILD_LOCK when it is set; times are taken inside it.
+lock_take() { if [ -n "${BUILD_LOCK:-}" ]; then exec 9>>"$BUILD_LOCK" && flock 9; fi; }
+lock_release() { if [ -n "${BUILD_LOCK:-}" ]; then exec 9>&-; fi; }
+rand_hex() { head -c "$1" /dev/urandom | od -An -tx1 | tr -d ' \n'; }
+
+# need_packages PKG...: installs the Debian packages that are missing (apt-get, with sudo when
+# not root).
+need_packages() {
+  local need=() p sudo=""
+  for p in "$@"; do
+    dpkg -s "$p" >/dev/null 2>&1 || need+=("$p")
+  done
+  [ "${#need[@]}" -gt 0 ] || return 0
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  say "installing ${need[*]}"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}" >/dev/null
+}
+
+# token_workdir: a temp dir in $work, removed at exit unless KEEP=1 or the script failed (a
+# failed run keeps its token, config and logs, test-only PINs, for a look); a keygate still
+# running ($server_pid) is stopped first.
+token_workdir() {
+  work=$(mktemp -d)
+  server_pid=""
+  trap token_cleanup EXIT
+}
+token_cleanup() {
+  local rc=$?
+  if [ -n "$server_pid" ]; then
+    kill "$server_pid" 2>/dev/null || true
+    wait "$server_pid" 2>/dev/null || true
+  fi
+  if [ "${KEEP:-0}" = 1 ] || [ "$rc" -ne 0 ]; then say "kept $work"; else rm -rf "$work"; fi
+}
+
+# token_config MODULE TOKEN_LABEL NAME PREFIX [PKCS11_LINE...]: dev certificates in
+# $work/certs, a fresh credential (access_key_id, secret, exported as KEYGATE_TOKEN_SECRET) and
+# $work/keygate.toml (in $config) for a pkcs11 key store NAME at /PREFIX on the token, with the
+# PIN in $work/pin and each PKCS11_LINE added to [backend.pkcs11]; checked with `config check`.
+token_config() {
+  local module=$1 token_label=$2 name=$3 prefix=$4
+  shift 4
+  "$BIN" certs dev "$work/certs" >/dev/null
+  access_key_id=$(head -c 64 /dev/urandom | base32 | tr -dc 'A-Z2-7' | head -c 24)
+  secret=$(head -c 32 /dev/urandom | base64 | tr -d '\n')
+  export KEYGATE_TOKEN_SECRET="$secret"
+  config="$work/keygate.toml"
+  {
+    cat <<TOML
+[server]
+listen = "127.0.0.1:0"
+region = "us-east-1"
+
+[tls]
+cert_chain = "certs/server.pem"
+key = "certs/server.key"
+
+[backend]
+kind = "pkcs11"
+health_key = "keygate-health"
+
+[backend.pkcs11]
+module = "$module"
+token_label = "$token_label"
+pin_file = "pin"
+TOML
+    printf '%s\n' "$@"
+    cat <<TOML
+
+[decision_log]
+path = "decisions.log"
+
+[[keystore]]
+name = "$name"
+uri_prefix = "/$prefix"
+keys = ["foo", "encrypt-only", "decrypt-only", "no-usage"]
+[[keystore.credential]]
+access_key_id = "$access_key_id"
+secret_env = "KEYGATE_TOKEN_SECRET"
+TOML
+  } >"$config"
+  "$BIN" config check "$config" >&2
+}
+
+# token_summary TITLE MODULE BUILT_BY: what token_suite found, and the times (build_secs,
+# empty when the build was cached; run_secs); exits 1 when anything failed.
+token_summary() {
+  echo
+  echo "$1"
+  echo "  module:              $2"
+  if [ -n "$build_secs" ]; then
+    echo "  build:               ${build_secs}s ($3, this run)"
+  else
+    echo "  build:               cached"
+  fi
+  echo "  keygate conformance: ${conformance:-no result}"
+  echo "  AWS XKS test client: ${aws_client:-no result}"
+  echo "  key lifecycle:       $lifecycle"
+  echo "  decision log:        $lines lines, $(tail -1 "$work/verify.out")"
+  echo "  token, keys, tests:  ${run_secs}s"
+  if [ "${#failed[@]}" -gt 0 ]; then
+    echo "FAILED: ${failed[*]}"
+    exit 1
+  fi
+  echo "all passed"
+}
+
 #
 # token_suite LABEL PREFIX: with BIN (keygate), config (its config: a key store at /PREFIX
 # listing foo, encrypt-only, decrypt-only and no-usage; a decision log at $work/decisions.log),
