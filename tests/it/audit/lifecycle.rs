@@ -108,12 +108,13 @@ async fn rotation_under_load_compresses_and_the_chain_verifies_across_every_file
     let log = logs.join("decisions.log");
     let server = KeygateProcess::start(&log_config(&log, 16384, ""), process::QUIET);
     load(server.addr, 4, 100).await;
-    wait_until(PATIENCE, "3 compressed files", || {
-        rotated(&logs, ".zst").len() >= 3
+    // The counters move just after the files do: wait for both.
+    wait_until(PATIENCE, "3 compressed files, counted", || {
+        rotated(&logs, ".zst").len() >= 3 && {
+            let m = metrics(&server);
+            metric(&m, ROTATIONS) >= 3.0 && metric(&m, COMPRESSIONS) >= 3.0
+        }
     });
-    let m = metrics(&server);
-    assert!(metric(&m, ROTATIONS) >= 3.0, "{m:?}");
-    assert!(metric(&m, COMPRESSIONS) >= 3.0, "{m:?}");
     assert!(server.stop().status.success());
     // Every file keygate made is 0600: live, rotated, compressed.
     for name in names(&logs) {
@@ -152,13 +153,18 @@ async fn retention_records_what_it_drops_and_verify_tells_it_from_a_file_removed
     let extra = "compression = \"gzip\"\n[decision_log.retention]\nkeep_files = 3\n";
     let server = KeygateProcess::start(&log_config(&log, 8192, extra), process::QUIET);
     load(server.addr, 2, 80).await;
-    wait_until(PATIENCE, "3 gzip'd files left by retention", || {
-        let gz = rotated(&logs, ".gz");
-        gz.len() == 3 && plain_rotated(&logs).is_empty()
-    });
-    let m = metrics(&server);
-    assert!(metric(&m, DELETIONS) >= 3.0, "{m:?}");
-    assert!(metric(&m, RETENTION_LINES) >= 1.0, "{m:?}");
+    // The counters move just after the files do: wait for both.
+    wait_until(
+        PATIENCE,
+        "3 gzip'd files left by retention, counted",
+        || {
+            let gz = rotated(&logs, ".gz");
+            gz.len() == 3 && plain_rotated(&logs).is_empty() && {
+                let m = metrics(&server);
+                metric(&m, DELETIONS) >= 3.0 && metric(&m, RETENTION_LINES) >= 1.0
+            }
+        },
+    );
     assert!(server.stop().status.success());
     let dir = logs.to_str().unwrap();
     let (ok, out) = audit_verify(&[dir]);
