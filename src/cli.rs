@@ -91,7 +91,10 @@ pub fn main() -> ExitCode {
 
 /// Runs `conformance` or `load` on a fresh runtime; a bad URL or TLS setup exits 64.
 fn client_command(run: impl std::future::Future<Output = anyhow::Result<ExitCode>>) -> ExitCode {
-    let runtime = match crate::runtime::multi_thread().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("keygate: cannot start the runtime: {e}");
