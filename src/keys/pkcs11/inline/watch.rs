@@ -47,11 +47,13 @@ pub struct Watch {
 pub struct Inside(Arc<Watch>);
 
 impl Watch {
-    /// A call starts, on a runtime worker of `runtime`.
-    pub fn enter(self: &Arc<Self>, runtime: &tokio::runtime::Handle) -> Inside {
-        let watcher = self
-            .watcher
-            .get_or_init(|| start(Arc::downgrade(self), runtime.clone()));
+    /// A call starts, on a runtime worker (the first call's runtime is the one the watcher
+    /// wakes; outside a runtime calls go unwatched, as nothing needs waking).
+    pub fn enter(self: &Arc<Self>) -> Inside {
+        let watcher = self.watcher.get_or_init(|| {
+            let runtime = tokio::runtime::Handle::try_current().ok()?;
+            start(Arc::downgrade(self), runtime)
+        });
         self.active.fetch_add(1, SeqCst);
         self.ticks.fetch_add(1, SeqCst);
         if self.asleep.swap(false, SeqCst)
@@ -145,14 +147,15 @@ mod tests {
     #[test]
     fn a_held_call_wakes_the_runtime_once_and_short_calls_never() {
         let rt = runtime();
+        let _in_runtime = rt.enter();
         let watch = Arc::new(Watch::default());
         for _ in 0..200 {
-            drop(watch.enter(rt.handle()));
+            drop(watch.enter());
         }
         std::thread::sleep(PERIOD * 5);
         assert_eq!(watch.nudges(), 0, "calls that end at once");
 
-        let held = watch.enter(rt.handle());
+        let held = watch.enter();
         std::thread::sleep(PERIOD * 10);
         assert_eq!(watch.nudges(), 1, "one wake-up for one held call");
         drop(held);
@@ -182,7 +185,7 @@ mod tests {
             let (mut s, _) = calls.accept().await.unwrap();
             let mut byte = [0u8; 1];
             s.read_exact(&mut byte).await.unwrap();
-            let _inside = w.enter(&tokio::runtime::Handle::current());
+            let _inside = w.enter();
             // Blocks this worker, as a module call does.
             let _ = held.recv_timeout(Duration::from_secs(30));
         });
