@@ -43,6 +43,8 @@
 # KRYOPTIC_MODULE, DB_MODULE (and DB_UTIL, default DB_MODULE's ../../bin/softhsm2-util).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=scripts/lib/softhsm2.sh
+. scripts/lib/softhsm2.sh
 
 ROUNDS=${ROUNDS:-3}
 DURATION=${DURATION:-8s}
@@ -227,12 +229,7 @@ f1() { printf '%.1f' "$1"; }
 
 if [ "$SLOW" = 1 ]; then
   echo "bench-pkcs11: slow-HSM mode" >&2
-  module=""
-  for m in /usr/lib/softhsm/libsofthsm2.so /usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so \
-    /usr/lib/aarch64-linux-gnu/softhsm/libsofthsm2.so /usr/local/lib/softhsm/libsofthsm2.so; do
-    [ -f "$m" ] && module=$m && break
-  done
-  [ -n "$module" ] || { echo "no libsofthsm2.so found" >&2; exit 1; }
+  module=$(softhsm2_module) || exit 1
   gcc -shared -fPIC -O2 -o "$work/slow.so" tests/slow-pkcs11/slow_pkcs11.c -ldl \
     -DREAL_MODULE="\"$module\"" -DDELAY_US="$DELAY_US"
   mkdir -p "$work/slow-runs"

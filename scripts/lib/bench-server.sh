@@ -34,6 +34,8 @@
 # token: SOFTHSM2_CONF or KRYOPTIC_CONF), bao_pid
 # (openbao). Installs an EXIT trap that stops
 # the server and removes $work unless KEEP=1.
+# shellcheck source=scripts/lib/softhsm2.sh
+. scripts/lib/softhsm2.sh
 
 SCHEME=${SCHEME:-https}
 BACKEND=${BACKEND:-software}
@@ -103,13 +105,7 @@ case "$BACKEND" in
     "${softhsm_env[@]}" "$softhsm2_util" --init-token --free --label bench \
       --so-pin "$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')" --pin "$pin" >/dev/null
     (umask 077 && printf '%s' "$pin" >"$work/pin")
-    module=""
-    for m in /usr/lib/softhsm/libsofthsm2.so /usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so \
-      /usr/lib/aarch64-linux-gnu/softhsm/libsofthsm2.so /usr/local/lib/softhsm/libsofthsm2.so; do
-      [ -f "$m" ] && module=$m && break
-    done
-    [ -n "$module" ] || { echo "no libsofthsm2.so found" >&2; exit 1; }
-    module=${PKCS11_MODULE:-$module}
+    module=${PKCS11_MODULE:-$(softhsm2_module)} || exit 1
     printf '[backend]\nkind = "pkcs11"\nhealth_key = "keygate-health"\n[backend.pkcs11]\nmodule = "%s"\ntoken_label = "bench"\npin_file = "pin"\nsofthsm2_conf = "softhsm2.conf"\nsession_pool_size = %s\nqueue_wait_ms = %s\n\n' \
       "$module" "${SESSIONS:-8}" "${QUEUE_WAIT_MS:-50}" >>"$config"
     ;;
